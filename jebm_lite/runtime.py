@@ -1,0 +1,197 @@
+"""Where and how code runs: the profile switch, device choice, seeding and the run card.
+
+Every chapter's first code cell calls :func:`start_run`, which seeds everything and prints a
+:class:`RunCard` (profile, device, torch version, git commit, seed). The card's wall time is
+filled in by :meth:`RunCard.finish` at the end of the notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+Profile = Literal["ci", "cpu", "full"]
+PROFILES: tuple[str, ...] = ("ci", "cpu", "full")
+PROFILE_ENV = "JEBM_PROFILE"
+DEVICE_ENV = "JEBM_DEVICE"
+
+
+class ConfigError(ValueError):
+    """A configuration, profile or override that cannot be used; the message names the fix."""
+
+
+def default_profile() -> str:
+    """``full`` when CUDA is available, ``cpu`` otherwise."""
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def get_profile(profile: str | None = None) -> str:
+    """Resolve the profile: the argument, else ``$JEBM_PROFILE``, else :func:`default_profile`.
+
+    Raises:
+        ConfigError: for a name that is not one of ``ci``, ``cpu``, ``full``.
+    """
+    name = profile if profile is not None else os.environ.get(PROFILE_ENV) or default_profile()
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ConfigError(
+            f"Unknown profile {name!r}. Use one of {', '.join(PROFILES)} "
+            f"(argument `profile=` or environment variable {PROFILE_ENV})."
+        )
+    return name
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """Pick the device: an explicit argument, else ``$JEBM_DEVICE``, else CUDA, else CPU.
+
+    Raises:
+        ConfigError: when CUDA is asked for but not available.
+    """
+    if device is None:
+        device = os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"Device {str(dev)!r} was requested but CUDA is not available on this machine; "
+            f"use device='cpu' (or unset {DEVICE_ENV})."
+        )
+    return dev
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device).
+
+    Args:
+        seed: the seed.
+        deterministic: also ask torch for deterministic kernels
+            (``torch.use_deterministic_algorithms``, cuDNN deterministic, no cuDNN benchmark).
+            On CUDA this sets ``CUBLAS_WORKSPACE_CONFIG`` as cuBLAS requires.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def git_commit(root: str | Path | None = None) -> str:
+    """The short commit hash of the repository holding ``root`` (``+dirty`` if modified)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable device name, e.g. ``cuda:0 (NVIDIA H100)`` or ``cpu (2 threads)``."""
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+@dataclasses.dataclass
+class RunCard:
+    """What a reader needs to know about the run that produced a page's outputs."""
+
+    title: str
+    profile: str
+    device: str
+    torch_version: str
+    commit: str
+    seed: int
+    started: str
+    wall_time_s: float | None = None
+    _t0: float = dataclasses.field(default=0.0, repr=False)
+
+    def finish(self) -> RunCard:
+        """Record the wall time since :func:`start_run` and print the final card."""
+        self.wall_time_s = round(time.perf_counter() - self._t0, 1)
+        print(self.render())
+        return self
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("_t0")
+        return d
+
+    def render(self) -> str:
+        wall = "running" if self.wall_time_s is None else f"{self.wall_time_s:.1f} s"
+        rows = [
+            ("chapter", self.title),
+            ("profile", self.profile),
+            ("device", self.device),
+            ("torch", self.torch_version),
+            ("commit", self.commit),
+            ("seed", str(self.seed)),
+            ("started", self.started),
+            ("wall time", wall),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "RUN CARD\n" + "\n".join(f"  {k:<{width}} : {v}" for k, v in rows)
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def start_run(
+    title: str,
+    seed: int = 0,
+    profile: str | None = None,
+    device: str | torch.device | None = None,
+    deterministic: bool = False,
+    quiet: bool = False,
+) -> tuple[RunCard, str, torch.device]:
+    """Resolve profile and device, seed everything and print the run card.
+
+    Returns:
+        ``(card, profile, device)``; call ``card.finish()`` at the end of the chapter.
+    """
+    prof = get_profile(profile)
+    dev = get_device(device)
+    seed_everything(seed, deterministic=deterministic)
+    card = RunCard(
+        title=title,
+        profile=prof,
+        device=device_name(dev),
+        torch_version=torch.__version__,
+        commit=git_commit(),
+        seed=seed,
+        started=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        _t0=time.perf_counter(),
+    )
+    if not quiet:
+        print(card.render())
+    return card, prof, dev
