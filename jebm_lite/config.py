@@ -55,6 +55,8 @@ class ModelConfig:
     hidden: int | None = None  # width of the fully connected layers
     merge: str | None = None  # "concat" | "add"
     sigma: float = 0.408  # likelihood std: x ~ N(g(z), sigma^2 I); Gfactor = 1 / (2 sigma^2)
+    likelihood: str = "gaussian"  # gaussian | bernoulli (the conditional hierarchy only)
+    free_bits: float = 0.0  # nats per layer kept out of the KL penalty (conditional hierarchy only)
 
 
 @dataclass

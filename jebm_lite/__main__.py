@@ -1,0 +1,171 @@
+"""Command line: ``python -m jebm_lite {train,configs,show} ...``.
+
+Examples::
+
+    python -m jebm_lite configs
+    python -m jebm_lite show toy012_joint --profile ci train.max_steps=5
+    python -m jebm_lite train toy012_joint --profile cpu --out runs/toy prior_langevin.steps=30
+    torchrun --nproc_per_node 2 -m jebm_lite train svhn4_joint --profile full
+
+``CONFIG`` is a preset name (see ``configs``) or a path to a ``config.json`` (e.g. one in a run
+directory). Overrides are dotted ``key=value`` pairs, type-checked against the config; mistakes exit
+with status 2 and a message, never a traceback. A run directory is resumed from its newest good
+checkpoint by default; a finished run is reported, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import ExperimentConfig, apply_overrides, available, config_from_json, get_config, to_dict
+from .runtime import ConfigError, get_device, get_profile
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+def resolve_config(config: str, profile: str | None, overrides: list[str]) -> ExperimentConfig:
+    """A preset name (with ``profile``) or a path to a config.json, then the overrides."""
+    if config in available():
+        return get_config(config, profile=profile, overrides=overrides or None)
+    path = Path(config)
+    if path.is_dir() and (path / "config.json").exists():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            cfg = config_from_json(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}).") from None
+        if profile is not None:
+            cfg = apply_overrides(cfg, {"profile": get_profile(profile)})
+        return apply_overrides(cfg, overrides) if overrides else cfg
+    raise ConfigError(
+        f"{config!r} is neither a known experiment ({', '.join(available())}) nor a config.json file."
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jebm_lite", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", metavar="{train,configs,show}")
+
+    t = sub.add_parser("train", help="train (or resume) a run")
+    t.add_argument("config", help="preset name or path to a config.json")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    t.add_argument("--profile", choices=["ci", "cpu", "full"], default=None,
+                   help="settings profile (default: $JEBM_PROFILE, else full with CUDA, cpu without)")
+    t.add_argument("--out", default=None, help="run directory (default: runs/<name>-<profile>)")
+    t.add_argument("--no-resume", action="store_true",
+                   help="refuse to continue a run directory that already has checkpoints")
+
+    sub.add_parser("configs", help="list the experiment presets")
+
+    s = sub.add_parser("show", help="print the resolved config as JSON")
+    s.add_argument("config", help="preset name or path to a config.json")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    s.add_argument("--profile", choices=["ci", "cpu", "full"], default=None)
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def cmd_configs() -> int:
+    for name in available():
+        cfg = get_config(name, profile="cpu")
+        print(f"{name:20s} method={cfg.method:12s} data={cfg.data.name:14s} model={cfg.model.preset}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    cfg = resolve_config(args.config, args.profile, args.overrides)
+    print(json.dumps(to_dict(cfg), indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import distributed
+    from .runs import RunDir, load_or_train
+
+    cfg = resolve_config(args.config, args.profile, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{cfg.profile}"
+    rd = RunDir(out)
+    if rd.is_finished():
+        rd.check_config(cfg)  # a different config for a finished directory is a mistake, say so
+        res = rd.read_result()
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{out} is already finished ({res.get('steps')} steps); nothing to do. "
+                  "Use a new --out directory to train again.")
+        return 0
+
+    from .data import DataNotFoundError, get_dataset
+
+    device = get_device(cfg.train.device)
+    distributed.init_from_env(device)
+    device = distributed.local_device(device)
+    main = distributed.is_main_process()
+    try:
+        data = get_dataset(cfg.data.name, split=cfg.data.split, root=cfg.data.root, classes=cfg.data.classes,
+                           subset=cfg.data.subset, download=cfg.data.download)
+    except DataNotFoundError as e:
+        _err(str(e))
+        distributed.cleanup()
+        return EXIT_USAGE
+    if cfg.data.on_device:  # small in-memory sets: one (N, C, H, W) tensor on the device, same batches
+        from .data import as_tensors
+
+        data = as_tensors(data, device=device)[0]
+    from .learners import build_learner  # imported on use (the heaviest import)
+    if main:
+        print(f"run directory: {out}  (profile {cfg.profile}, device {device}, "
+              f"{distributed.world_size()} process(es))")
+    try:
+        learner, history = load_or_train(cfg, rd, build_learner, data, device=device,
+                                         resume=not args.no_resume)
+    finally:
+        distributed.cleanup()
+    if main:
+        rows = [r for r in history if "event" not in r]
+        last = rows[-1] if rows else {}
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in last.items()
+                            if k not in ("step", "epoch", "time_s") and isinstance(v, float))
+        print(f"finished: {last.get('step', 0)} steps -> {out}  {metrics}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 usage/config/data/checkpoint error,
+    3 training diverged)."""
+    parser = _parser()
+    # parse_known_args + re-attaching lets overrides and options come in any order
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command in ("train", "show") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from .trainer import CheckpointError, TrainingDiverged
+
+    try:
+        if args.command == "configs":
+            return cmd_configs()
+        if args.command == "show":
+            return cmd_show(args)
+        return cmd_train(args)
+    except (ConfigError, CheckpointError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except TrainingDiverged as e:
+        _err(str(e))
+        return EXIT_DIVERGED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,745 @@
+"""The training loop: device, progress, history, atomic checkpoints, exact resume, a divergence
+guard and data-parallel training.
+
+A method is a :class:`Learner` (networks, optimisers, one iteration's updates); the
+:class:`Trainer` runs it::
+
+    learner = build_learner(cfg, device)
+    history = Trainer(cfg, learner, images, "runs/toy012_joint-cpu").fit()
+
+Steps are counted from 1: ``train_step(x, step)`` performs iteration ``step``; the history row and
+the checkpoint ``step_{step:08d}.pt`` written after it carry the same number, and a checkpoint at
+``step`` holds the state after ``step`` iterations.
+
+Resume is exact: a run killed at any point and resumed gives the same parameters, optimiser states
+and history (``time_s`` aside) as an uninterrupted one, on CPU with ``train.deterministic=True``.
+A checkpoint stores the data position and every RNG state (torch CPU / CUDA, NumPy, Python), and
+the batches are a pure function of ``(seed, epoch, position)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from . import distributed
+from .config import ExperimentConfig, config_from_json, to_dict
+from .runs import RunDir, atomic_write, config_diff, format_diff, write_jsonl_atomic
+from .runtime import ConfigError, get_device, seed_everything
+
+CKPT_FORMAT = "jebm_lite.ckpt/1"
+DATA_SEED_MULT = 1000003  # batches of epoch e come from randperm seeded with seed * 1000003 + e
+ROLLBACK_SEED_MULT = 7919  # after the k-th roll-back, RNGs are reseeded with seed + 7919 * k
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (corrupt, truncated, other config, other shapes); the
+    message names the file and the fix."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Training kept producing non-finite values or exploding energies after the allowed
+    roll-backs."""
+
+
+class TrainerWarning(UserWarning):
+    """Roll-backs and checkpoint fall-backs: training continues, but someone should look."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The Learner contract
+# ----------------------------------------------------------------------------------------------
+
+
+class Learner(nn.Module):
+    """Owns networks, optimisers and one iteration's updates.
+
+    Subclasses call ``super().__init__()``, build their networks as submodules, then fill
+    :attr:`optimizers` (name -> optimiser) and :attr:`schedulers` (name -> LR scheduler, stepped once
+    per epoch by the Trainer). ``state_dict()`` (the networks) plus the optimiser and scheduler
+    states are what a checkpoint stores.
+
+    Within :meth:`train_step` call :meth:`sync_grads` on each parameter group right before its
+    ``optimizer.step()``: under data parallelism that averages the gradients over processes (a no-op
+    otherwise). Losses should be means over the batch so that this averaging is exact.
+    """
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.optimizers = {}
+        self.schedulers = {}
+
+    def train_step(self, x: Tensor, step: int) -> dict[str, float]:
+        """Do all updates for one batch ``x: (B, C, H, W)`` (iteration ``step``, counted from 1) and
+        return scalar metrics as Python floats (``"energy/..."`` ones are checked for explosion)."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the Trainer after the last step of ``epoch`` (0-based): steps the schedulers."""
+        for sched in self.schedulers.values():
+            sched.step()
+
+    def sync_grads(self, params) -> None:
+        """Average the ``.grad`` of ``params`` over processes (no-op unless distributed)."""
+        distributed.all_reduce_grads(params)
+
+    def energy_keys(self) -> tuple[str, ...]:
+        """Metric names the guard checks against ``train.guard_energy_limit``. An entry ending in
+        ``/`` is a prefix: the default ``("energy/",)`` matches every ``energy/...`` metric."""
+        return ("energy/",)
+
+
+def autocast(cfg: ExperimentConfig, device: torch.device):
+    """The bf16 autocast context for a learner's generator / inference passes: enabled when
+    ``train.amp_bf16`` is set and the device is CUDA (a no-op context otherwise). EBM energies and
+    Langevin chains should stay in float32, so learners wrap only the parts that profit."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=bool(cfg.train.amp_bf16) and device.type == "cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint files
+# ----------------------------------------------------------------------------------------------
+
+
+def _clone_to_cpu(obj: Any) -> Any:
+    """A deep copy with every tensor detached and copied to the CPU."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _clone_to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone_to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_clone_to_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def ckpt_name(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def save_checkpoint_atomic(state: dict, path: str | Path) -> None:
+    """``torch.save(state)`` to ``path`` atomically (temp file in the same directory, flush,
+    fsync, :func:`os.replace`). On any error no file with the final name is created and an existing
+    one is untouched."""
+    atomic_write(path, lambda f: torch.save(state, f), mode="wb")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``torch.load(..., weights_only=True)``.
+
+    Raises:
+        CheckpointError: missing, corrupt or truncated file, or not a jebm_lite checkpoint; the
+            message names the file and what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint file {path}.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        detail = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
+        raise CheckpointError(
+            f"Checkpoint {path} is corrupt or truncated and cannot be loaded ({detail}). "
+            f"Delete it to resume from the previous checkpoint in {path.parent}, or load an earlier "
+            "step_*.pt explicitly."
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        tag = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path} is not a jebm_lite checkpoint (format {tag!r}, expected {CKPT_FORMAT!r}). "
+            "Delete or move it, or point to a step_*.pt written by jebm_lite.trainer."
+        )
+    return ckpt
+
+
+def check_config(ckpt: dict, cfg: ExperimentConfig, path: str | Path) -> None:
+    """Raise :class:`CheckpointError` if the checkpoint's config differs from ``cfg`` outside
+    :data:`jebm_lite.runs.RESUMABLE_KEYS`."""
+    diffs = config_diff(ckpt["config"], cfg)
+    if diffs:
+        raise CheckpointError(
+            f"Checkpoint {path} was written with a different config:\n"
+            f"{format_diff(diffs, 'checkpoint', 'now')}\n"
+            "Only train.max_steps / progress / log_every / ckpt_every / keep_ckpts / device and the "
+            "profile may change on resume. Use a new --out directory for a different config."
+        )
+
+
+def check_shapes(module: nn.Module, state: dict[str, Tensor], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming every parameter/buffer whose name or shape differs."""
+    own = module.state_dict()
+    problems = []
+    for k in sorted(set(own) | set(state)):
+        if k not in state:
+            problems.append(f"  {k}: missing from the checkpoint (model has shape {tuple(own[k].shape)})")
+        elif k not in own:
+            problems.append(f"  {k}: in the checkpoint (shape {tuple(state[k].shape)}) but not in the model")
+        elif tuple(own[k].shape) != tuple(state[k].shape):
+            problems.append(
+                f"  {k}: checkpoint shape {tuple(state[k].shape)} vs model shape {tuple(own[k].shape)}"
+            )
+    if problems:
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit this model:\n" + "\n".join(problems) + "\n"
+            "It was trained with other sizes (e.g. model.z_dims, channels, ebm.nef). Build the model "
+            "with the checkpoint's config, or train into a new --out directory."
+        )
+
+
+def restore_learner(learner: Learner, ckpt: dict, path: str | Path = "<checkpoint>",
+                    optimizers: bool = True) -> None:
+    """Load networks (strictly, shapes checked first) and, if ``optimizers``, optimiser and scheduler
+    states from ``ckpt`` into ``learner``.
+
+    Raises:
+        CheckpointError: different parameter names or shapes, or optimiser states that do not fit.
+    """
+    check_shapes(learner, ckpt["learner"], path)
+    learner.load_state_dict(ckpt["learner"], strict=True)
+    if not optimizers:
+        return
+    for kind, own in (("optimizers", learner.optimizers), ("schedulers", learner.schedulers)):
+        saved = ckpt.get(kind, {})
+        if set(saved) != set(own):
+            raise CheckpointError(
+                f"Checkpoint {path} has {kind} {sorted(saved)} but the learner has {sorted(own)}."
+            )
+        for name, obj in own.items():
+            try:
+                obj.load_state_dict(saved[name])
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise CheckpointError(f"Checkpoint {path}: the state of {kind[:-1]} {name!r} does not fit ({e}).") from None
+
+
+# RNG states, stored as tensors / ints / floats / lists only, so that weights_only loading works.
+
+
+def get_rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "key": str(np_state[0]),
+            "state": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [int(py_version), [int(v) for v in py_internal], py_gauss],
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+    }
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(
+        (n["key"], n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def _reseed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: a seeded permutation per epoch, sharded over ranks, resumable mid-epoch
+# ----------------------------------------------------------------------------------------------
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of the ``n`` examples in ``epoch``: ``randperm(n)`` seeded with
+    ``seed * 1000003 + epoch`` (independent of the global RNG)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * DATA_SEED_MULT + epoch))
+
+
+def rank_indices(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> Tensor:
+    """This rank's share of the epoch's permutation: ``perm[rank::world]``, cut to ``n // world``
+    so that all ranks take the same number of batches. Batch ``i`` of every rank together is exactly
+    ``perm[i * B:(i + 1) * B]`` for the global batch size ``B``."""
+    perm = epoch_permutation(n, seed, epoch)
+    return perm[rank::world][: n // world]
+
+
+class EpochSampler(Sampler[int]):
+    """Yields :func:`rank_indices` of the current epoch from a start position (in examples).
+
+    Call :meth:`set_epoch` before iterating; the DataLoader reads the sampler in the main process,
+    so this also works with worker processes."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        idx = rank_indices(self.n, self.seed, self.epoch, self.rank, self.world)
+        return iter(idx[self.start :].tolist())
+
+    def __len__(self) -> int:
+        return self.n // self.world - self.start
+
+
+def images_only(batch: list) -> Tensor:
+    """Collate only the first element of each item (the image), dropping labels."""
+    return default_collate([item[0] if isinstance(item, (tuple, list)) else item for item in batch])
+
+
+# ----------------------------------------------------------------------------------------------
+# The Trainer
+# ----------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Runs a :class:`Learner` for ``cfg.train.max_steps`` iterations.
+
+    Args:
+        cfg: the experiment config (``cfg.train`` drives the loop).
+        learner: the method; it is moved to the device.
+        data: a ``(N, C, H, W)`` tensor (MNIST family; may already live on the device; moved there
+            when ``cfg.data.on_device``) or a Dataset whose items are images or ``(image, ...)``.
+        run_dir: where history and checkpoints go; None keeps everything in memory.
+        device: overrides ``cfg.train.device`` (default: :func:`jebm_lite.runtime.get_device`).
+        fault_hook: ``fault_hook(step, metrics) -> metrics``, called after each ``train_step`` (tests
+            inject NaNs with it).
+
+    After :meth:`fit`: :attr:`history` (list of rows), :attr:`step`, :attr:`rollbacks`,
+    :attr:`elapsed_s` (training wall time summed over resumed sessions).
+
+    Batches are the same for a tensor and for a Dataset holding the same images. Resume is exact
+    for both, except for random augmentation done inside DataLoader worker processes
+    (``data.num_workers > 0``), whose RNG is seeded per epoch, not per position.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        learner: Learner,
+        data: Tensor | Dataset,
+        run_dir: str | Path | None,
+        device: str | torch.device | None = None,
+        fault_hook: Callable[[int, dict], dict] | None = None,
+    ):
+        self.cfg = cfg
+        self.learner = learner
+        self.data = data
+        self.run = RunDir(run_dir) if run_dir is not None else None
+        self.device = get_device(device if device is not None else cfg.train.device)
+        self.fault_hook = fault_hook
+        self.history: list[dict] = []
+        self.step = 0
+        self.rollbacks = 0
+        self.lr_scale = 1.0
+        self.elapsed_s = 0.0
+        self._written = 0  # history rows already in history.jsonl
+        self._good: dict | None = None  # the last good state (in memory), for roll-backs
+        self._saved_step: int | None = None  # step of the newest checkpoint written or loaded
+        self._corrupt: set[str] = set()  # corrupt checkpoint names seen at resume: never overwritten
+        self._loader: DataLoader | None = None
+        self._sampler: EpochSampler | None = None
+
+    # -- small helpers ---------------------------------------------------------------------------
+
+    @property
+    def is_main(self) -> bool:
+        return distributed.is_main_process()
+
+    def _n_examples(self) -> int:
+        return int(self.data.shape[0]) if isinstance(self.data, Tensor) else len(self.data)
+
+    def steps_per_epoch(self) -> int:
+        ws = distributed.world_size()
+        bs = self.cfg.train.batch_size
+        if bs % ws:
+            raise ConfigError(f"train.batch_size={bs} must be divisible by the number of processes ({ws}).")
+        n = self._n_examples()
+        spe = (n // ws) // (bs // ws)
+        if spe < 1:
+            raise ConfigError(
+                f"The dataset has {n} images, fewer than one batch (train.batch_size={bs}); "
+                "lower train.batch_size or use more data (data.subset)."
+            )
+        return spe
+
+    def _batches(self, epoch: int, offset: int) -> Iterator[Tensor]:
+        """Batches ``offset, offset + 1, ...`` of ``epoch`` for this rank (on the device)."""
+        ws, rk = distributed.world_size(), distributed.rank()
+        b = self.cfg.train.batch_size // ws
+        spe = self.steps_per_epoch()
+        seed = self.cfg.train.seed
+        if isinstance(self.data, Tensor):
+            idx = rank_indices(self._n_examples(), seed, epoch, rk, ws)
+            if idx.device != self.data.device:
+                idx = idx.to(self.data.device)
+            for i in range(offset, spe):
+                yield self.data[idx[i * b : (i + 1) * b]].to(self.device, non_blocking=True)
+            return
+        if self._loader is None:
+            self._sampler = EpochSampler(self._n_examples(), seed, rk, ws)
+            nw = self.cfg.data.num_workers
+            self._loader = DataLoader(
+                self.data, batch_size=b, sampler=self._sampler, drop_last=True, collate_fn=images_only,
+                num_workers=nw, pin_memory=self.device.type == "cuda", persistent_workers=nw > 0,
+                # the loader draws a base seed for its workers: from its own generator, so that the
+                # global RNG (and hence exact resume) does not depend on when iterators are created
+                generator=torch.Generator(),
+            )
+        self._sampler.set_epoch(epoch, offset * b)
+        self._loader.generator.manual_seed(seed * DATA_SEED_MULT + epoch)
+        for x in self._loader:
+            yield x.to(self.device, non_blocking=True)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _collect_state(self) -> dict:
+        """Everything needed to continue exactly, as CPU copies (collective under DDP)."""
+        spe = self.steps_per_epoch()
+        rngs = distributed.all_gather_object(get_rng_state())
+        return {
+            "format": CKPT_FORMAT,
+            "config": to_dict(self.cfg),
+            "step": self.step,
+            "epoch": self.step // spe,
+            "offset": self.step % spe,
+            "steps_per_epoch": spe,
+            "learner": _clone_to_cpu(self.learner.state_dict()),
+            "optimizers": {k: _clone_to_cpu(o.state_dict()) for k, o in self.learner.optimizers.items()},
+            "schedulers": {k: _clone_to_cpu(s.state_dict()) for k, s in self.learner.schedulers.items()},
+            "rng": rngs,
+            "world_size": distributed.world_size(),
+            "guard": {"rollbacks": self.rollbacks, "lr_scale": self.lr_scale},
+            "history_rows": len(self.history),
+            "elapsed_s": self.elapsed_s,
+            "torch_version": str(torch.__version__),
+        }
+
+    def _restore_state(self, state: dict, path: str | Path, rng: bool = True) -> None:
+        state = copy.deepcopy(state)  # optimisers may keep (and later mutate) the tensors they load
+        restore_learner(self.learner, state, path)
+        self.step = int(state["step"])
+        if rng:
+            rngs = state.get("rng") or []
+            rk = distributed.rank()
+            if len(rngs) == distributed.world_size():
+                set_rng_state(rngs[rk])
+            else:
+                warnings.warn(
+                    f"{path} was written by {len(rngs)} process(es), now {distributed.world_size()}: "
+                    "RNG streams are reseeded, so the continuation is not bit-identical.",
+                    TrainerWarning, stacklevel=3)
+                _reseed(self.cfg.train.seed + rk + ROLLBACK_SEED_MULT * self.rollbacks)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def _flush_history(self, fsync: bool = False) -> None:
+        if self.run is None or not self.is_main or self._written >= len(self.history):
+            return
+        with open(self.run.history_path, "a") as f:
+            for row in self.history[self._written :]:
+                f.write(json.dumps(row) + "\n")
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        self._written = len(self.history)
+
+    def _rewrite_history(self) -> None:
+        if self.run is None or not self.is_main:
+            return
+        write_jsonl_atomic(self.run.history_path, self.history)
+        self._written = len(self.history)
+
+    def _checkpoint(self) -> None:
+        """Snapshot the state in memory and, with a run dir, write it atomically (rank 0)."""
+        state = self._collect_state()
+        self._good = state
+        self._saved_step = self.step
+        if self.run is None or not self.is_main:
+            return
+        self._flush_history(fsync=True)  # the file must hold every row the checkpoint counts
+        ckpt_dir = self.run.ckpt_dir
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        name = ckpt_name(self.step)
+        path = ckpt_dir / name
+        if name in self._corrupt and path.exists():
+            # never overwrite a corrupt file: keep it, under another name, for inspection
+            keep = ckpt_dir / f"{name}.corrupt"
+            os.replace(path, keep)
+            warnings.warn(f"Kept the corrupt checkpoint {path} as {keep}.", TrainerWarning, stacklevel=2)
+        save_checkpoint_atomic(state, path)
+        atomic_write(ckpt_dir / "latest", lambda f: f.write(name + "\n"))
+        keep_n = max(1, self.cfg.train.keep_ckpts)
+        ckpts = self.run.checkpoints()
+        for old in ckpts[:-keep_n]:
+            if old.name not in self._corrupt:
+                old.unlink(missing_ok=True)
+
+    def _find_checkpoint(self) -> tuple[dict, Path] | None:
+        """The newest checkpoint that loads and fits, falling back over corrupt ones (with a
+        warning; corrupt files are left as they are)."""
+        assert self.run is not None
+        paths = self.run.checkpoints()
+        bad = []
+        for path in reversed(paths):
+            try:
+                ckpt = load_checkpoint(path)
+            except CheckpointError as e:
+                bad.append(path)
+                self._corrupt.add(path.name)
+                if self.is_main:
+                    warnings.warn(f"{e} Falling back to an earlier checkpoint.", TrainerWarning, stacklevel=3)
+                continue
+            check_config(ckpt, self.cfg, path)
+            check_shapes(self.learner, ckpt["learner"], path)
+            return ckpt, path
+        if bad:
+            raise CheckpointError(
+                "No usable checkpoint in " + str(self.run.ckpt_dir) + "; all of these are corrupt or "
+                "truncated: " + ", ".join(p.name for p in bad) + ". Delete them to start this run "
+                "again, or train into a new --out directory."
+            )
+        return None
+
+    # -- the guard ---------------------------------------------------------------------------------
+
+    def _energy_matcher(self) -> Callable[[str], bool]:
+        keys = tuple(self.learner.energy_keys())
+        exact = {k for k in keys if not k.endswith("/")}
+        prefixes = tuple(k for k in keys if k.endswith("/"))
+        return lambda name: name in exact or (bool(prefixes) and name.startswith(prefixes))
+
+    def _check(self, metrics: dict[str, float]) -> str | None:
+        """Why this step must be rolled back, or None (agreed over all ranks)."""
+        reason = None
+        limit = self.cfg.train.guard_energy_limit
+        is_energy = self._energy_matcher()
+        for k, v in metrics.items():
+            if not math.isfinite(v):
+                reason = f"metric {k} = {v}"
+                break
+            if is_energy(k) and abs(v) >= limit:
+                reason = f"energy {k} = {v:.4g} exceeds train.guard_energy_limit = {limit:g}"
+                break
+        if reason is None:
+            params = [p.detach() for p in self.learner.parameters()]
+            if params:
+                try:
+                    norms = torch._foreach_norm(params)
+                except (AttributeError, RuntimeError):
+                    norms = [p.norm() for p in params]
+                if not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
+                    names = [n for n, p in self.learner.named_parameters() if not torch.isfinite(p).all()]
+                    reason = f"non-finite parameter(s) {', '.join(names[:5])}"
+        if distributed.is_distributed():
+            flag = torch.tensor([0.0 if reason is None else 1.0], device=self.device)
+            distributed.all_reduce_sum(flag)
+            if reason is None and flag.item() > 0:
+                reason = "another process reported a non-finite value or exploding energy"
+        return reason
+
+    def _rollback(self, step: int, reason: str) -> None:
+        if self.rollbacks >= self.cfg.train.guard_max_rollbacks:
+            self._flush_history(fsync=True)
+            opt = self.cfg.optim
+            raise TrainingDiverged(
+                f"Training diverged at step {step}: {reason}. This happened again after "
+                f"{self.rollbacks} roll-back(s) to the last good checkpoint (learning rates were scaled "
+                f"by {self.lr_scale:g}). Try a smaller EBM learning rate (optim.lr_e, now {opt.lr_e:g}) or "
+                f"a smaller Langevin step (prior_langevin.step_size, now {self.cfg.prior_langevin.step_size:g}), "
+                "keep ebm.spectral_norm=true, or clip gradients (optim.grad_clip); allow more roll-backs "
+                "with train.guard_max_rollbacks."
+            )
+        assert self._good is not None
+        self.rollbacks += 1
+        good = self._good
+        self._restore_state(good, "<last good state>", rng=False)
+        # the restored optimisers carry the lr of that state; bring them to the new cumulative scale
+        new_scale = self.lr_scale * self.cfg.train.guard_lr_factor
+        factor = new_scale / float(good["guard"]["lr_scale"])
+        for opt in self.learner.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] *= factor
+                if "initial_lr" in group:
+                    group["initial_lr"] *= factor
+        for sched in self.learner.schedulers.values():
+            if hasattr(sched, "base_lrs"):
+                sched.base_lrs = [lr * factor for lr in sched.base_lrs]
+            if hasattr(sched, "_last_lr"):
+                sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
+        self.lr_scale = new_scale
+        _reseed(self.cfg.train.seed + distributed.rank() + ROLLBACK_SEED_MULT * self.rollbacks)
+        cut = int(good["history_rows"])
+        # drop the rows of the abandoned steps, keep earlier roll-back events as diagnostics
+        self.history[cut:] = [r for r in self.history[cut:] if r.get("event")]
+        self.history.append(
+            {"step": step, "event": "rollback", "reason": reason, "restored_step": self.step,
+             "rollback": self.rollbacks, "lr_scale": self.lr_scale}
+        )
+        if self.is_main:
+            warnings.warn(
+                f"Step {step}: {reason}. Rolled back to step {self.step} (roll-back {self.rollbacks} of "
+                f"{self.cfg.train.guard_max_rollbacks}); learning rates x{self.cfg.train.guard_lr_factor:g}.",
+                TrainerWarning, stacklevel=3)
+        self._rewrite_history()
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _progress(self):
+        from tqdm.auto import tqdm
+
+        disable = (not self.cfg.train.progress or os.environ.get("TQDM_DISABLE", "") == "1"
+                   or not self.is_main)
+        return tqdm(total=self.cfg.train.max_steps, initial=self.step, disable=disable,
+                    desc=self.cfg.name, dynamic_ncols=True, leave=True)
+
+    def fit(self, resume: bool = True) -> list[dict]:
+        """Train to ``cfg.train.max_steps`` and return the history.
+
+        With ``resume`` (default) a run directory that has checkpoints continues from the newest good
+        one; a finished run (``result.json``) only loads its final state and returns its history.
+        With ``resume=False`` a directory that already has checkpoints is refused (never
+        overwritten).
+
+        Raises:
+            CheckpointError: a checkpoint that does not fit (other config or shapes) or only corrupt
+                ones; the run directory is left untouched.
+            ConfigError: the run directory holds another config, or ``resume=False`` with checkpoints.
+            TrainingDiverged: the guard ran out of roll-backs.
+        """
+        cfg, tc = self.cfg, self.cfg.train
+        distributed.init_from_env(self.device)
+        self.device = distributed.local_device(self.device)
+        self.learner.to(self.device)
+        if isinstance(self.data, Tensor) and self.cfg.data.on_device and self.data.device != self.device:
+            self.data = self.data.to(self.device)
+        spe = self.steps_per_epoch()
+
+        ckpt = None
+        if self.run is not None:
+            if self.run.is_finished():
+                found = self._find_checkpoint()
+                if found is not None:
+                    self._restore_state(found[0], found[1])
+                    self.rollbacks = int(found[0]["guard"]["rollbacks"])
+                    self.lr_scale = float(found[0]["guard"]["lr_scale"])
+                    self.elapsed_s = float(found[0].get("elapsed_s", 0.0))
+                self.history = self.run.read_history()
+                if self.step < tc.max_steps and self.is_main:
+                    warnings.warn(
+                        f"Run {self.run.path} is finished at step {self.step} (< train.max_steps={tc.max_steps}); "
+                        "not training further. Delete result.json to continue it.", TrainerWarning, stacklevel=2)
+                return self.history
+            if self.run.checkpoints() and not resume:
+                raise ConfigError(
+                    f"Run directory {self.run.path} already has checkpoints; refusing to overwrite them. "
+                    "Resume it (omit --no-resume / resume=False) or use a new --out directory."
+                )
+            found = self._find_checkpoint() if resume else None
+            self.run.check_config(cfg)  # raises before anything is written
+            if self.is_main:
+                self.run.create(cfg)
+            if found is not None:
+                ckpt, ckpt_path = found
+            distributed.barrier()
+
+        seed_everything(tc.seed + distributed.rank(), deterministic=tc.deterministic)
+        if ckpt is not None:
+            self._restore_state(ckpt, ckpt_path)
+            self.rollbacks = int(ckpt["guard"]["rollbacks"])
+            self.lr_scale = float(ckpt["guard"]["lr_scale"])
+            self.elapsed_s = float(ckpt.get("elapsed_s", 0.0))
+            rows = self.run.read_history() if self.is_main else []
+            n = int(ckpt["history_rows"])
+            if len(rows) < n and self.is_main:
+                warnings.warn(f"{self.run.history_path} has {len(rows)} rows, the checkpoint counts {n}.",
+                              TrainerWarning, stacklevel=2)
+            self.history = rows[:n]
+            if self.is_main:
+                self._rewrite_history()  # drop rows after the checkpoint (and a torn last line)
+            self._written = len(self.history)
+            self._good = ckpt
+            self._saved_step = self.step
+        else:
+            self.step = 0
+            self.history = []
+            if self.run is not None and self.is_main and self.run.history_path.exists():
+                self._rewrite_history()  # a run killed before its first checkpoint starts over
+            self._written = len(self.history)
+        distributed.broadcast_module(self.learner)
+        if ckpt is None:
+            self._good = self._collect_state()
+
+        pbar = self._progress()
+        t_start = time.perf_counter() - self.elapsed_s
+        try:
+            while self.step < tc.max_steps:
+                epoch, offset = divmod(self.step, spe)
+                for x in self._batches(epoch, offset):
+                    step = self.step + 1
+                    metrics = self.learner.train_step(x, step)
+                    if self.fault_hook is not None:
+                        hooked = self.fault_hook(step, metrics)
+                        metrics = metrics if hooked is None else hooked
+                    metrics = {k: float(v) for k, v in metrics.items()}
+                    reason = self._check(metrics)
+                    if reason is not None:
+                        self._rollback(step, reason)
+                        pbar.n = self.step
+                        pbar.refresh()
+                        break
+                    self.step = step
+                    self.elapsed_s = time.perf_counter() - t_start
+                    self.history.append({"step": step, "epoch": epoch, "time_s": round(self.elapsed_s, 4),
+                                         **metrics})
+                    pbar.update(1)
+                    if not pbar.disable:
+                        pbar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:4]}, refresh=False)
+                    if step % spe == 0:
+                        self.learner.on_epoch_end(epoch)
+                    if step % tc.log_every == 0:
+                        self._flush_history()
+                    if step % tc.ckpt_every == 0 or step >= tc.max_steps:
+                        self._checkpoint()
+                    if step >= tc.max_steps:
+                        break
+            if self.run is not None and self._saved_step != self.step:
+                self._checkpoint()  # e.g. max_steps = 0
+            self._flush_history(fsync=True)
+        finally:
+            pbar.close()
+        return self.history
+
+
+def config_of(path: str | Path) -> ExperimentConfig:
+    """The config stored in a checkpoint file."""
+    return config_from_json(load_checkpoint(path)["config"])
