@@ -102,23 +102,19 @@ def cmd_train(args) -> int:
                   "Use a new --out directory to train again.")
         return 0
 
-    from .data import DataNotFoundError, get_dataset
+    from .data import DataNotFoundError
+    from .runs import training_data
 
     device = get_device(cfg.train.device)
     distributed.init_from_env(device)
     device = distributed.local_device(device)
     main = distributed.is_main_process()
     try:
-        data = get_dataset(cfg.data.name, split=cfg.data.split, root=cfg.data.root, classes=cfg.data.classes,
-                           subset=cfg.data.subset, download=cfg.data.download)
+        data = training_data(cfg, device)
     except DataNotFoundError as e:
         _err(str(e))
         distributed.cleanup()
         return EXIT_USAGE
-    if cfg.data.on_device:  # small in-memory sets: one (N, C, H, W) tensor on the device, same batches
-        from .data import as_tensors
-
-        data = as_tensors(data, device=device)[0]
     from .learners import build_learner  # imported on use (the heaviest import)
     if main:
         print(f"run directory: {out}  (profile {cfg.profile}, device {device}, "

@@ -45,6 +45,9 @@ RESUMABLE_KEYS: frozenset[str] = frozenset(
         "train.keep_ckpts",
         "train.device",
         "profile",
+        "data.download",
+        "data.root",
+        "data.num_workers",
     }
 )
 
@@ -407,3 +410,48 @@ def load_or_train(
         )
     distributed.barrier()
     return learner, history
+
+
+def training_data(cfg: ExperimentConfig, device: str | torch.device | None = None):
+    """The training images of ``cfg.data``: a Dataset, or one (N, C, H, W) tensor on ``device`` when
+    ``cfg.data.on_device`` (small MNIST-family sets; the batches are the same either way).
+
+    Raises:
+        DataNotFoundError: the files are missing (the message says which files to put where).
+    """
+    from .data import as_tensors, get_dataset
+
+    data = get_dataset(cfg.data.name, split=cfg.data.split, root=cfg.data.root, classes=cfg.data.classes,
+                       subset=cfg.data.subset, download=cfg.data.download)
+    if cfg.data.on_device:
+        data = as_tensors(data, device=get_device(device if device is not None else cfg.train.device))[0]
+    return data
+
+
+def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
+    """``runs/<experiment>-<profile>``: where the CLI and the chapters keep a run."""
+    return Path(root) / f"{cfg.name}-{cfg.profile}"
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | Path | RunDir | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+) -> tuple[Learner, list[dict], RunDir]:
+    """Load a finished run of ``cfg`` or train it (uvadlc's load-or-train switch, in one call).
+
+    Returns ``(learner, history, run_dir)``. The run directory defaults to :func:`default_run_dir`;
+    in the ``ci`` profile it defaults to a fresh temporary directory, so that CI always trains (and
+    never trips over a stale run left by an older version of the code).
+    """
+    import tempfile
+
+    from .learners import build_learner
+
+    if run_dir is None:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-ci-")) if cfg.profile == "ci" else default_run_dir(cfg)
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    data = None if rd.is_finished() else training_data(cfg, device)
+    learner, history = load_or_train(cfg, rd, build_learner, data, device=device, resume=resume)
+    return learner, history, rd

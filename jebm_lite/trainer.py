@@ -38,7 +38,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from . import distributed
 from .config import ExperimentConfig, config_from_json, to_dict
-from .runs import RunDir, atomic_write, config_diff, format_diff, write_jsonl_atomic
+from .runs import RESUMABLE_KEYS, RunDir, atomic_write, config_diff, format_diff, write_jsonl_atomic
 from .runtime import ConfigError, get_device, seed_everything
 
 CKPT_FORMAT = "jebm_lite.ckpt/1"
@@ -179,8 +179,8 @@ def check_config(ckpt: dict, cfg: ExperimentConfig, path: str | Path) -> None:
         raise CheckpointError(
             f"Checkpoint {path} was written with a different config:\n"
             f"{format_diff(diffs, 'checkpoint', 'now')}\n"
-            "Only train.max_steps / progress / log_every / ckpt_every / keep_ckpts / device and the "
-            "profile may change on resume. Use a new --out directory for a different config."
+            f"Only {', '.join(sorted(RESUMABLE_KEYS))} may change on resume. "
+            "Use a new --out directory for a different config."
         )
 
 
