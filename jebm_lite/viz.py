@@ -157,3 +157,17 @@ def animate(frames: Sequence[Callable[[plt.Axes], None]] | int, draw: Callable[[
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     return html
+
+
+def interactive() -> bool:
+    """Whether to build ipywidgets: True in a live Jupyter session.
+
+    False when ``JEBM_STATIC=1`` (set it when executing a chapter to store its outputs, so that no
+    widget state is stored and the rendered book shows the static stand-in) or in the ``ci``
+    profile.
+    """
+    import os
+
+    if os.environ.get("JEBM_STATIC", "0") not in ("", "0", "false", "False"):
+        return False
+    return os.environ.get("JEBM_PROFILE", "") != "ci"
