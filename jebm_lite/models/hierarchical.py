@@ -35,6 +35,9 @@ preset           image     z_dims        channels    hidden      G             I
 ``mnist_small``  1x28x28   2, 2, 2       16, 32      350         1,847,516     1,435,080
 ``toy012``       1x28x28   2, 2          16, 32      256         945,952       557,448
 ``lebm_mnist``   1x28x28   2             16, 32      256         477,984       14,724
+``toy012_spatial`` 1x28x28 2, 2          32, 256     256         521,408       529,416
+``mnist_spatial`` 1x28x28  2, 2, 2       32, 64,     256         406,496       1,066,252
+                                         256
 ===============  ========  ============  ==========  ==========  ============  ===========================
 
 Sources: ``svhn4`` = ``hre:train_hs.py`` (report 1.4) and ``svhn5`` = ``hre:train_fid.py`` (report 1.5),
@@ -44,7 +47,10 @@ concat layout (conv stages at 32, 16, 8; the top layer adds one conv4s2 to 4x4 b
 1024: ``top_down=1``); the MNIST family is VLAE-small without BatchNorm. ``mnist_small`` has G + I =
 3,282,596 parameters, about the 3.2 M of the paper's Tab. 7 (joint-prior model on Fashion-MNIST), with
 thin bottom convs (16, 32) and fully connected width 350 so that it trains on a laptop CPU.
-``toy012`` / ``lebm_mnist`` keep the layout but use thinner convs (16, 32) and width 256 so that the
+``toy012_spatial`` / ``mnist_spatial`` apply the ``svhn4`` pattern (each lower layer's code is linearly
+projected and added at a spatial resolution, so the bottom layer's path to the image is shallow) to
+28x28 images; ``top_down=1`` lets the top layer end in a 7x7 map so that even with L = 2 the bottom
+layer merges spatially. ``toy012`` / ``lebm_mnist`` keep the layout but use thinner convs (16, 32) and width 256 so that the
 toy runs and the LEBM posterior Langevin (20 generator gradients per iteration) stay cheap on CPU.
 :func:`preset_table` recomputes the counts.
 
@@ -272,6 +278,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         merge="concat", top_down=0,
         source="[inferred] VLAE-small without BatchNorm, L = 2 (0/1/2-MNIST toy)",
     ),
+    "toy012_spatial": dict(
+        family="medium", image_shape=(1, 28, 28), z_dims=(2, 2), channels=(32, 256), hidden=256,
+        merge="add", top_down=1,
+        source="[inferred] the hre:train_hs.py pattern on 28x28, L = 2",
+    ),
+    "mnist_spatial": dict(
+        family="medium", image_shape=(1, 28, 28), z_dims=(2, 2, 2), channels=(32, 64, 256), hidden=256,
+        merge="add", top_down=0,
+        source="[inferred] the hre:train_hs.py pattern on 28x28, L = 3",
+    ),
     "lebm_mnist": dict(
         family="small", image_shape=(1, 28, 28), z_dims=(2,), channels=(16, 32), hidden=256,
         merge="concat", top_down=0,
@@ -398,18 +414,30 @@ def _build_medium(spec: dict) -> tuple[HierarchicalGenerator, LadderInference]:
         feat = nn.Sequential(conv_block(cin, c[j], True), conv_block(c[j], c[j], False))
         heads.append(GaussianHead(feat, c[j] * sh[j][0] * sh[j][1], z[j], LOGVAR_RANGE))
         trunks.append(nn.Sequential(conv_block(cin, c[j], True), conv_block(c[j], c[j], False)))
-    top_in = c[L - 2] * sh[L - 2][0] * sh[L - 2][1]
-    feat = nn.Sequential(nn.Flatten(), fc_block(top_in, c[L - 1]), fc_block(c[L - 1], c[L - 1]))
+    td = int(spec.get("top_down", 0))
+    top_mods: list[nn.Module] = [conv_block(c[L - 2], c[L - 2], True) for _ in range(td)]
+    s_top = (sh[L - 2][0] >> td, sh[L - 2][1] >> td)
+    top_in = c[L - 2] * s_top[0] * s_top[1]
+    feat = nn.Sequential(*top_mods, nn.Flatten(), fc_block(top_in, c[L - 1]), fc_block(c[L - 1], c[L - 1]))
     heads.append(GaussianHead(feat, c[L - 1], z[L - 1], LOGVAR_RANGE))
     inf = LadderInference(z, (C, H, W), trunks, heads)
     # generator
-    top = mlp([z[L - 1], hd, hd, c[L - 2]], GEN_SLOPE, final_act=False)
+    if td == 0:  # reference: g_L is an MLP to a vector; layer L-1 merges in vector space
+        top: nn.Module = mlp([z[L - 1], hd, hd, c[L - 2]], GEN_SLOPE, final_act=False)
+    else:  # g_L ends in a (c, s, s) map, up-sampled `td` times: every lower layer merges spatially
+        ups: list[nn.Module] = []
+        for k in range(td):
+            ups.append(deconv_block(c[L - 2], c[L - 2], True, slope=GEN_SLOPE if k < td - 1 else None))
+        top = nn.Sequential(
+            mlp([z[L - 1], hd, hd, c[L - 2] * s_top[0] * s_top[1]], GEN_SLOPE, final_act=True),
+            Reshape(c[L - 2], *s_top), *ups,
+        )
     projs: list[nn.Module] = [nn.Identity()] * (L - 1)
     bodies: list[nn.Module] = [nn.Identity()] * (L - 1)
     for j in range(L - 2, -1, -1):
         out_c = C if j == 0 else c[j - 1]
         tail: list[nn.Module] = [nn.Tanh()] if j == 0 else []
-        if j == L - 2:  # merge in vector space, then Linear -> c x s x s
+        if j == L - 2 and td == 0:  # merge in vector space, then Linear -> c x s x s
             s = sh[L - 2]
             projs[j] = _proj(z[j], (c[j],), merge)
             bodies[j] = nn.Sequential(
