@@ -48,11 +48,12 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 unit: venv
-	$(VPY) -m pytest tests -q
+	$(VPY) -m pytest tests -q -n 2
 
 # pytest exits 5 when it collects nothing: with no notebooks yet that is a success.
+# Two xdist workers on two cores: one torch thread each (two 2-thread kernels thrash the cores).
 notebooks: venv
-	@rc=0; JEBM_PROFILE=ci TQDM_DISABLE=1 $(VPY) -m pytest $(NBVAL_ARGS) notebooks/ || rc=$$?; \
+	@rc=0; OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 JEBM_PROFILE=ci TQDM_DISABLE=1 $(VPY) -m pytest $(NBVAL_ARGS) notebooks/ || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no notebooks collected under notebooks/: nothing to run"; rc=0; fi; \
 	exit $$rc
 

@@ -171,3 +171,211 @@ def interactive() -> bool:
     if os.environ.get("JEBM_STATIC", "0") not in ("", "0", "false", "False"):
         return False
     return os.environ.get("JEBM_PROFILE", "") != "ci"
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 1 (single-layer LEBM): class colours, the energy diagnostic, 2-D chains, unit sweeps
+# ----------------------------------------------------------------------------------------------
+
+
+def class_palette(n: int) -> list[str]:
+    """``n`` colours for class labels that never use :data:`PRIOR_COLOR` (so prior chains stay distinct).
+
+    The first is :data:`POSTERIOR_COLOR` (class codes are posterior codes), then the rest of the seaborn
+    "colorblind" palette; at most 9 colours.
+    """
+    palette = [POSTERIOR_COLOR, ACCENT_COLOR, "#CC78BC", "#D55E00", "#CA9161", "#949494", "#ECE133",
+               "#56B4E9", "#FBAFE4"]
+    if not 1 <= n <= len(palette):
+        raise ValueError(f"class_palette supports 1 to {len(palette)} classes, got {n}")
+    return palette[:n]
+
+
+def plot_energy_diagnostic(history: Sequence[dict], ax: plt.Axes | None = None, smooth: int = 20,
+                           title: str | None = "f at posterior vs prior samples") -> plt.Axes:
+    """The EBM-anatomy diagnostic (Nijkamp et al. 2020): mean f on posterior codes and on prior samples.
+
+    Reads the ``energy/post`` and ``energy/prior`` rows of a trainer history (roll-back ``event`` rows are
+    skipped), draws both (raw, faint, and a moving average of ``smooth`` steps) in
+    :data:`POSTERIOR_COLOR` / :data:`PRIOR_COLOR`. Their difference is minus the EBM loss
+    (``objectives.ebm_loss``); a gap that stays near 0 means the short-run prior samples score like the
+    posterior codes, a gap that grows without bound means the EBM has left its samplers behind.
+
+    Returns the axes.
+    """
+    rows = [h for h in history if "event" not in h and "energy/post" in h and "energy/prior" in h]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 3))
+    if not rows:
+        ax.set_title("energy/post, energy/prior (not logged)")
+        return ax
+    steps = np.array([h["step"] for h in rows])
+    k = max(1, min(smooth, len(rows) // 5 or 1))
+    for key, color, label in (("energy/post", POSTERIOR_COLOR, "posterior codes $z^+$"),
+                              ("energy/prior", PRIOR_COLOR, "prior samples $z^-$")):
+        vals = np.array([h[key] for h in rows], dtype=float)
+        ax.plot(steps, vals, color=color, alpha=0.2, linewidth=0.8)
+        ax.plot(steps[k - 1:], np.convolve(vals, np.ones(k) / k, mode="valid"), color=color, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(r"mean $f_\alpha(z)$")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_chains_2d(ax: plt.Axes, chain: Tensor, color: str = PRIOR_COLOR, label: str | None = "prior chains",
+                   linewidth: float = 1.0, alpha: float = 0.9, outline: bool = True) -> plt.Axes:
+    """Trajectories of 2-D Langevin chains: ``chain: (T+1, B, 2)`` (``LangevinTrace.chain``).
+
+    Each chain is a line from its start (open circle) to its end (filled circle), all in ``color``; one
+    legend entry (``label``) for the lot. ``outline`` draws a thin white stroke under each line so that
+    chains in :data:`PRIOR_COLOR` stay visible over a blue density (:func:`plot_density_2d`).
+    """
+    from matplotlib import patheffects
+
+    c = chain.detach().float().cpu().numpy()
+    if c.ndim != 3 or c.shape[2] != 2:
+        raise ValueError(f"chain must have shape (T+1, B, 2), got {tuple(c.shape)}")
+    effects = [patheffects.Stroke(linewidth=linewidth + 1.5, foreground="white"), patheffects.Normal()]
+    for b in range(c.shape[1]):
+        ax.plot(c[:, b, 0], c[:, b, 1], color=color, linewidth=linewidth, alpha=alpha,
+                label=label if b == 0 else None, path_effects=effects if outline else None)
+    ax.scatter(c[0, :, 0], c[0, :, 1], s=18, facecolors="white", edgecolors=color, linewidths=1.0, zorder=3)
+    ax.scatter(c[-1, :, 0], c[-1, :, 1], s=18, color=color, edgecolors="white", linewidths=0.5, zorder=3)
+    return ax
+
+
+def unit_sweep_codes(base: Tensor, unit: int, values: Tensor) -> Tensor:
+    """Codes that sweep one latent unit (paper Fig. 2): every row of ``base`` with unit ``unit`` set to each value.
+
+    Args:
+        base: ``(R, d)`` codes whose other units stay fixed.
+        unit: the unit to sweep (0-based, negative allowed).
+        values: ``(C,)`` values for that unit.
+
+    Returns:
+        ``(R * C, d)``, row-major: row ``r`` of the sweep is ``out[r * C:(r + 1) * C]``, so
+        ``show_grid(decode(out), nrow=C)`` shows one base code per image row.
+    """
+    if base.dim() != 2:
+        raise ValueError(f"base must be (R, d), got {tuple(base.shape)}")
+    unit = range(base.shape[1])[unit]
+    values = torch.as_tensor(values, dtype=base.dtype, device=base.device).flatten()
+    out = base.detach()[:, None, :].repeat(1, values.numel(), 1)
+    out[:, :, unit] = values[None, :]
+    return out.reshape(-1, base.shape[1])
+
+
+def show_sweep(ax: plt.Axes, images: Tensor, col_values: Sequence[float], row_values: Sequence[float] | None = None,
+               xlabel: str | None = None, ylabel: str | None = None, labels: Tensor | None = None,
+               label_colors: Sequence[str] | None = None, title: str | None = None, fmt: str = "{:.1f}") -> plt.Axes:
+    """A latent sweep as an image grid with the swept values as tick labels (paper Figs. 2 and 6).
+
+    Args:
+        images: ``(R * C, C_img, H, W)`` in [-1, 1], row-major (e.g. decoded :func:`unit_sweep_codes`).
+        col_values: the ``C`` values of the swept unit (x tick labels, left to right).
+        row_values: the ``R`` values held fixed per row (y tick labels, top to bottom); ``None``: no y ticks.
+        xlabel, ylabel, title: axis texts.
+        labels: optional ``(R * C,)`` integer labels (e.g. a classifier's predictions) written in the corner
+            of each tile, coloured by ``label_colors[label]`` (default :func:`class_palette`).
+        fmt: format of the tick values.
+    """
+    def tick(v) -> str:
+        text = fmt.format(float(v))
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+    ncol = len(col_values)
+    grid = image_grid(images, nrow=ncol)
+    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+    h, w = images.shape[-2:]
+    pad = 1
+    ax.set_xticks([pad + k * (w + pad) + (w - 1) / 2 for k in range(ncol)])
+    ax.set_xticklabels([tick(v) for v in col_values], fontsize=7)
+    if row_values is not None:
+        ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(len(row_values))])
+        ax.set_yticklabels([tick(v) for v in row_values], fontsize=7)
+    else:
+        ax.set_yticks([])
+    ax.grid(False)
+    if labels is not None:
+        labels = labels.detach().cpu().long().flatten()
+        cols = list(label_colors) if label_colors is not None else class_palette(int(labels.max()) + 1)
+        for i, lab in enumerate(labels.tolist()):
+            r, k = divmod(i, ncol)
+            ax.text(pad + k * (w + pad) + 1, pad + r * (h + pad) + 1, str(lab), color=cols[lab], fontsize=6,
+                    ha="left", va="top", fontweight="bold")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapters 2-3 (conditional hierarchy, VLAE): side-by-side hierarchical samples, per-layer bars
+# ----------------------------------------------------------------------------------------------
+
+
+def show_panels(panels: dict[str, Tensor], nrow: int, suptitle: str | None = None,
+                panel_width: float = 3.6, axes: Sequence[plt.Axes] | None = None) -> plt.Figure:
+    """Image grids side by side, one per panel title (e.g. hierarchical samples per layer group).
+
+    Args:
+        panels: title -> images ``(R * nrow, C, H, W)`` in [-1, 1], rows first (as
+            ``hierarchy.resample_grid`` returns them).
+        nrow: images per row of every grid.
+        suptitle: the figure title.
+        panel_width: inches per panel.
+    """
+    n = len(panels)
+    if axes is None:
+        first = next(iter(panels.values()))
+        rows = int(np.ceil(first.shape[0] / nrow))
+        fig, axes = plt.subplots(1, n, figsize=(panel_width * n, panel_width * rows / nrow + 0.7))
+        axes = np.atleast_1d(axes)
+    fig = axes[0].figure
+    for ax, (title, x) in zip(axes, panels.items()):
+        show_grid(x, nrow, title=title, ax=ax)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_layer(ax: plt.Axes, values: Sequence[float], labels: Sequence[str] | None = None,
+                   ylabel: str | None = None, title: str | None = None, colors: Sequence[str] | None = None,
+                   fmt: str | None = "{:.2f}", reference: Sequence[float] | None = None,
+                   reference_label: str = "paper") -> plt.Axes:
+    """Bars of one number per layer (or per group), bottom layer on the left, values written on the bars.
+
+    Args:
+        values: one value per bar, bottom to top.
+        labels: x tick labels (default ``z_1 ... z_L``).
+        colors: bar colours (default :data:`LAYER_COLORS`, cycled).
+        fmt: format of the value written above each bar (``None``: none).
+        reference: optional values drawn as black ticks over the bars (e.g. a paper's numbers).
+    """
+    vals = np.asarray([float(v) for v in values])
+    k = len(vals)
+    labels = list(labels) if labels is not None else [f"$z_{{{i + 1}}}$" for i in range(k)]
+    cols = list(colors) if colors is not None else [LAYER_COLORS[i % len(LAYER_COLORS)] for i in range(k)]
+    pos = np.arange(k)
+    ax.bar(pos, vals, color=cols)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels)
+    if reference is not None:
+        ref = np.asarray([float(v) for v in reference])
+        ax.scatter(pos, ref, marker="_", s=600, color="black", linewidths=2, label=reference_label, zorder=3)
+        ax.legend(fontsize=8, loc="upper left")
+    if fmt:
+        top = max(np.nanmax(vals), np.nanmax(ref) if reference is not None else 0.0)
+        for p, v in zip(pos, vals):
+            ax.text(p, v + 0.01 * (top or 1.0), fmt.format(v), ha="center", va="bottom", fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return ax

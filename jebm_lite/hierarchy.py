@@ -1,0 +1,386 @@
+"""Hierarchical sampling and per-layer diagnostics, for both kinds of multi-layer model.
+
+Two kinds of hierarchy appear in the book:
+
+* the **conditional** Gaussian hierarchy (LVAE / BIVA, :class:`~jebm_lite.learners.ConditionalLearner`),
+  sampled top-down with explicit noise, ``z_L = eps_L``, ``z_i = mu_i(z_{i+1}) + sigma_i(z_{i+1}) eps_i``;
+  its *state* is the list of noises ``eps`` (bottom to top). Redrawing ``eps_i`` changes ``z_i`` and every
+  layer below it (paper Fig. 1, Zhao et al. 2017 Fig. 3);
+* the **architectural** hierarchy (VLAE, joint EBM prior, :class:`~jebm_lite.learners.HierarchicalLearner`),
+  ``h_L = g_L(z_L)``, ``h_i = g_i([z_i, h_{i+1}])`` (paper Eq. 5); its *state* is the list of codes ``zs``.
+  Redrawing ``z_i`` changes only what g reads from layer i. With an N(0, I) prior (VLAE) the new code is an
+  exact N(0, I) draw; with a joint EBM prior it is a short-run Langevin sample of the conditional
+  p_alpha(z_S | z_{-S}) started from N(0, I) (paper Sec. 5.1: "sampling the latent code of one layer while
+  keeping other layers fixed").
+
+Every function takes the learner and works on either kind. Layer lists are ordered bottom to top; layer
+indices are code indices (0 = z_1, the bottom layer). Images are in [-1, 1]; pixel variances are reported on
+the [0, 1] scale (the scale of :func:`jebm_lite.metrics.reconstruction_mse`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .models.conditional import ConditionalHierarchy
+
+__all__ = [
+    "is_conditional",
+    "n_layers",
+    "layer_groups",
+    "sample_state",
+    "resample_layers",
+    "decode_state",
+    "resample_grid",
+    "resample_stats",
+    "layer_sweep",
+    "sweep_class_changes",
+    "bottom_layer_gibbs",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Which kind of model, and its state
+# ----------------------------------------------------------------------------------------------
+
+
+def is_conditional(learner: nn.Module) -> bool:
+    """True for a conditional Gaussian hierarchy (``learner.model`` is a :class:`ConditionalHierarchy`)."""
+    return isinstance(getattr(learner, "model", None), ConditionalHierarchy)
+
+
+def n_layers(learner: nn.Module) -> int:
+    """Number of latent layers L."""
+    return len(learner.z_dims)
+
+
+def _device(learner: nn.Module) -> torch.device:
+    return next(learner.parameters()).device
+
+
+def layer_groups(L: int, n_groups: int = 3, names: Sequence[str] = ("bottom", "middle", "top")) -> dict[str, tuple[int, ...]]:
+    """Split code indices ``0 .. L-1`` into ``n_groups`` contiguous groups, bottom to top.
+
+    For L = 6 and 3 groups this is the paper's Fig. 1: ``{"bottom": (0, 1), "middle": (2, 3), "top": (4, 5)}``
+    (eps_1, eps_2 / eps_3, eps_4 / eps_5, eps_6). Earlier groups get the extra layer when L is not a multiple.
+    With ``n_groups == L`` every layer is its own group.
+    """
+    if not 1 <= n_groups <= L:
+        raise ValueError(f"n_groups must be in 1 .. {L}, got {n_groups}")
+    if len(names) < n_groups:
+        names = [f"group {k + 1}" for k in range(n_groups)]
+    size, extra = divmod(L, n_groups)
+    out, start = {}, 0
+    for k in range(n_groups):
+        stop = start + size + (1 if k < extra else 0)
+        out[names[k]] = tuple(range(start, stop))
+        start = stop
+    return out
+
+
+def _randn_like_layers(learner: nn.Module, n: int, generator: torch.Generator | None) -> list[Tensor]:
+    dev = _device(learner)
+    return [torch.randn(n, d, device=dev, generator=generator) for d in learner.z_dims]
+
+
+@torch.no_grad()
+def sample_state(learner: nn.Module, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
+    """``n`` fresh samples of the model's state, a per-layer list ``[(n, d_i)]`` bottom to top.
+
+    Conditional hierarchy: the noises ``eps_i ~ N(0, I)``. VLAE: ``z ~ N(0, I)``. Joint EBM prior: the prior
+    Langevin of the learner's config (paper Eq. 14) from N(0, I) draws.
+    """
+    eps = _randn_like_layers(learner, n, generator)
+    if is_conditional(learner) or getattr(learner, "prior", None) is None or learner.prior.energy is None:
+        return eps
+    return _langevin_layers(learner, eps, tuple(range(n_layers(learner))))
+
+
+def _langevin_layers(learner: nn.Module, zs: list[Tensor], layers: tuple[int, ...]) -> list[Tensor]:
+    """Short-run Langevin on the layers ``layers`` of a joint EBM prior, the other layers held fixed."""
+    from .sampling import langevin
+
+    prior = learner.prior
+    fixed = [z.detach() for z in zs]
+    sizes = [learner.z_dims[i] for i in layers]
+
+    def log_prob(u: Tensor) -> Tensor:
+        parts = list(fixed)
+        for i, part in zip(layers, torch.split(u, sizes, dim=1)):
+            parts[i] = part
+        return prior.log_prob_unnorm(parts)
+
+    lc = learner.cfg.prior_langevin
+    u0 = torch.cat([zs[i] for i in layers], dim=1)
+    u = langevin(log_prob, u0, lc.steps, lc.step_size, noise=lc.noise).z
+    out = list(fixed)
+    for i, part in zip(layers, torch.split(u, sizes, dim=1)):
+        out[i] = part
+    return out
+
+
+@torch.no_grad()
+def resample_layers(
+    learner: nn.Module, state: Sequence[Tensor], layers: Sequence[int], generator: torch.Generator | None = None
+) -> list[Tensor]:
+    """A copy of ``state`` with the layers ``layers`` redrawn and every other layer kept.
+
+    Conditional hierarchy: new ``eps_i ~ N(0, I)`` for ``i`` in ``layers`` (the reparameterised top-down
+    sampler then changes z_i and every z below it). VLAE: new ``z_i ~ N(0, I)``. Joint EBM prior: new z_S by
+    Langevin on p_alpha(z_S | z_{-S}) from N(0, I) (the learner's ``prior_langevin`` settings).
+    """
+    state = [s.detach() for s in state]
+    layers = tuple(range(len(state))[i] for i in layers)
+    new = list(state)
+    for i in layers:
+        new[i] = torch.randn(state[i].shape, device=state[i].device, generator=generator)
+    if is_conditional(learner) or getattr(learner, "prior", None) is None or learner.prior.energy is None:
+        return new
+    return _langevin_layers(learner, new, layers)
+
+
+@torch.no_grad()
+def decode_state(learner: nn.Module, state: Sequence[Tensor]) -> Tensor:
+    """Mean images ``(B, C, H, W)`` in [-1, 1] of a state (eps list or z list).
+
+    Conditional hierarchy: :meth:`ConditionalHierarchy.sample` (z_L = eps_L, z_i = mu_i + sigma_i eps_i, then
+    the decoder mean of p(x | z_1)). Architectural hierarchy: g(z) (paper Eq. 5).
+    """
+    if is_conditional(learner):
+        return learner.model.sample(list(state))[1]
+    return learner.decode(list(state))
+
+
+# ----------------------------------------------------------------------------------------------
+# Hierarchical sampling: grids and the variance each layer controls
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def resample_grid(
+    learner: nn.Module,
+    layers: Sequence[int],
+    n_contexts: int = 6,
+    n_resamples: int = 8,
+    state: Sequence[Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    include_context: bool = False,
+) -> Tensor:
+    """Hierarchical samples: for each of ``n_contexts`` fixed states, ``n_resamples`` images with ``layers`` redrawn.
+
+    Args:
+        learner: a conditional or architectural hierarchy.
+        layers: code indices to redraw (e.g. ``(0, 1)`` for eps_1, eps_2).
+        n_contexts: number of fixed states (rows); ignored when ``state`` is given.
+        n_resamples: images per row.
+        state: the fixed states ``[(n_contexts, d_i)]`` (default: :func:`sample_state`). Pass the same state
+            to several calls to compare layers on the same rows.
+        generator: torch RNG.
+        include_context: put the context's own (unchanged) image in front of its redraws, so that each
+            row has ``n_resamples + 1`` images.
+
+    Returns:
+        ``(n_contexts * n_resamples, C, H, W)``: row r, column c is context r with its c-th redraw (rows
+        first, ready for ``viz.show_grid(x, nrow=n_resamples)``; ``nrow=n_resamples + 1`` with
+        ``include_context``).
+    """
+    if state is None:
+        state = sample_state(learner, n_contexts, generator)
+    state = list(state)
+    B = state[0].shape[0]
+    rep = [s.repeat_interleave(n_resamples, dim=0) for s in state]
+    new = resample_layers(learner, rep, layers, generator)
+    x = decode_state(learner, new).reshape(B, n_resamples, *learner_image_shape(learner))
+    if include_context:
+        x = torch.cat([decode_state(learner, state)[:, None], x], dim=1)
+    return x.reshape(-1, *x.shape[2:])
+
+
+def learner_image_shape(learner: nn.Module) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the learner's images."""
+    if is_conditional(learner):
+        return learner.model.image_shape
+    return tuple(learner.generator.image_shape)
+
+
+@torch.no_grad()
+def resample_stats(
+    learner: nn.Module,
+    groups: Mapping[str, Sequence[int]],
+    n_contexts: int = 64,
+    n_resamples: int = 16,
+    classifier: Callable[[Tensor], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    batch_contexts: int = 32,
+) -> dict[str, dict[str, float]]:
+    """How much of the image each group of layers controls, measured by redrawing it with the rest fixed.
+
+    For every fixed state s (``n_contexts`` of them) and every group S, ``n_resamples`` images
+    ``x_k = mean image of resample_layers(s, S)`` are decoded. Reported per group:
+
+    * ``pixel_var``: the per-pixel variance over the redraws, averaged over pixels and contexts,
+      ``E_s mean_pixels Var_k[x_k]`` on the [0, 1] scale (0 when the group does not change the image);
+    * ``pixel_var_frac``: ``pixel_var`` divided by that of redrawing **all** layers (the total variance of
+      the model's samples), so 1 means "this group alone explains all the variation";
+    * ``class_change`` (only with ``classifier``): the fraction of redraws whose predicted class differs
+      from the prediction on the context's own image (the unchanged state) -- a semantic measure.
+
+    An extra entry ``"all"`` holds the same numbers for redrawing every layer.
+
+    Args:
+        learner: a conditional or architectural hierarchy.
+        groups: name -> code indices, e.g. :func:`layer_groups`.
+        classifier: ``images (B, C, H, W) in [-1, 1] -> logits (B, K)``, e.g. a digit classifier.
+        batch_contexts: contexts decoded per chunk (memory).
+
+    Returns:
+        ``{group: {"pixel_var", "pixel_var_frac"[, "class_change"]}}`` plus ``"all"``.
+    """
+    groups = dict(groups)
+    groups_all = {**groups, "all": tuple(range(n_layers(learner)))}
+    sums = {g: {"pixel_var": 0.0, "class_change": 0.0} for g in groups_all}
+    done = 0
+    while done < n_contexts:
+        b = min(batch_contexts, n_contexts - done)
+        state = sample_state(learner, b, generator)
+        base_cls = classifier(decode_state(learner, state)).argmax(1) if classifier is not None else None
+        for g, layers in groups_all.items():
+            x = resample_grid(learner, layers, n_resamples=n_resamples, state=state, generator=generator)
+            x01 = ((x.float() + 1) / 2).reshape(b, n_resamples, -1)
+            sums[g]["pixel_var"] += float(x01.var(dim=1, unbiased=True).mean(dim=1).sum())
+            if classifier is not None:
+                cls = classifier(x).argmax(1).reshape(b, n_resamples)
+                sums[g]["class_change"] += float((cls != base_cls[:, None]).float().mean(dim=1).sum())
+        done += b
+    total = sums["all"]["pixel_var"] / n_contexts
+    out: dict[str, dict[str, float]] = {}
+    for g in groups_all:
+        pv = sums[g]["pixel_var"] / n_contexts
+        row = {"pixel_var": pv, "pixel_var_frac": pv / total if total > 0 else float("nan")}
+        if classifier is not None:
+            row["class_change"] = sums[g]["class_change"] / n_contexts
+        out[g] = row
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Latent manifolds of one layer (2-D layers, VLAE Fig. 5)
+# ----------------------------------------------------------------------------------------------
+
+
+def _sweep_codes(lim: float, n: int, device: torch.device) -> Tensor:
+    a = torch.linspace(-lim, lim, n, device=device)
+    # row r (top to bottom) has the 2nd coordinate going from +lim down to -lim, column c the 1st from -lim
+    # to +lim: the image grid reads like a plot with the usual axes.
+    u2, u1 = torch.meshgrid(a.flip(0), a, indexing="ij")
+    return torch.stack([u1.reshape(-1), u2.reshape(-1)], dim=1)
+
+
+@torch.no_grad()
+def layer_sweep(
+    learner: nn.Module, state: Sequence[Tensor], layer: int, lim: float = 2.0, n: int = 8
+) -> Tensor:
+    """The 2-D manifold of one layer: decode an ``n x n`` grid over ``[-lim, lim]^2`` for ``layer``, others fixed.
+
+    ``state``: one state (``[(1, d_i)]``; the first row of a larger state is used). For an architectural
+    hierarchy the grid is the code z_layer itself; for a conditional hierarchy it is eps_layer. The layer
+    must be 2-dimensional. Row r / column c of the returned grid has code
+    ``(-lim + 2 lim c / (n-1), lim - 2 lim r / (n-1))`` (first coordinate left to right, second bottom to top).
+
+    Returns:
+        ``(n * n, C, H, W)`` images, rows first (``viz.show_grid(x, nrow=n)``).
+    """
+    state = [s[:1].detach() for s in state]
+    layer = range(len(state))[layer]
+    if state[layer].shape[1] != 2:
+        raise ValueError(f"layer {layer} has {state[layer].shape[1]} dimensions; a manifold sweep needs 2")
+    codes = _sweep_codes(lim, n, state[0].device)
+    new = [s.expand(n * n, -1).clone() for s in state]
+    new[layer] = codes
+    return decode_state(learner, new)
+
+
+@torch.no_grad()
+def sweep_class_changes(
+    learner: nn.Module,
+    classifier: Callable[[Tensor], Tensor],
+    layers: Sequence[int] | None = None,
+    n_contexts: int = 32,
+    lim: float = 2.0,
+    n: int = 8,
+    generator: torch.Generator | None = None,
+) -> dict[int, dict[str, float]]:
+    """What stays mixed along each layer's manifold: digit identity changes over a :func:`layer_sweep`.
+
+    For ``n_contexts`` random states and each layer, the ``n x n`` sweep is classified. Reported per layer:
+    ``distinct`` (mean number of distinct predicted classes on one sweep) and ``changed`` (mean fraction of
+    the sweep whose class differs from the class of the context's own image). A layer that holds digit
+    identity has many classes along its sweep; a "style" layer keeps one.
+
+    Returns:
+        ``{layer: {"distinct": float, "changed": float}}``.
+    """
+    L = n_layers(learner)
+    layers = tuple(range(L)) if layers is None else tuple(range(L)[i] for i in layers)
+    states = sample_state(learner, n_contexts, generator)
+    base = classifier(decode_state(learner, states)).argmax(1)
+    out = {}
+    for layer in layers:
+        distinct, changed = 0.0, 0.0
+        for k in range(n_contexts):
+            x = layer_sweep(learner, [s[k:k + 1] for s in states], layer, lim=lim, n=n)
+            cls = classifier(x).argmax(1)
+            distinct += float(cls.unique().numel())
+            changed += float((cls != base[k]).float().mean())
+        out[layer] = {"distinct": distinct / n_contexts, "changed": changed / n_contexts}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Zhao et al. (2017), Proposition 1: a Gibbs chain on the bottom layer alone
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def bottom_layer_gibbs(
+    learner: nn.Module, x0: Tensor, steps: int, sample_x: bool = True, generator: torch.Generator | None = None
+) -> Tensor:
+    """The Gibbs chain of Zhao et al. (2017, Prop. 1) that uses **only the bottom layer** of a conditional hierarchy.
+
+    ``z_1^(t) ~ q(z_1 | x^(t))`` (a posterior draw of the whole hierarchy, of which only z_1 is kept), then
+    ``x^(t+1) ~ p(x | z_1^(t))``. If the ELBO were optimal (q(z|x) = p(z|x), p(x) = p_data), this chain would
+    have p_data as its stationary distribution: the layers above z_1 would not be needed to generate data.
+
+    Args:
+        learner: a conditional hierarchy (:class:`~jebm_lite.learners.ConditionalLearner`).
+        x0: starting images ``(B, C, H, W)`` in [-1, 1].
+        steps: number of Gibbs sweeps T.
+        sample_x: draw ``x^(t+1)`` from p(x | z_1) (Bernoulli pixels mapped to {-1, 1}, or Gaussian noise of the
+            model's sigma); ``False`` feeds the decoder mean back instead.
+        generator: torch RNG for the pixel draws (the posterior draws use the global RNG).
+
+    Returns:
+        ``(T + 1, B, C, H, W)``: ``x0``, then the decoder means ``E[x | z_1^(t)]`` of every sweep (what one
+        would display; the chain itself continues from the sampled images when ``sample_x``).
+    """
+    if not is_conditional(learner):
+        raise TypeError("bottom_layer_gibbs needs a conditional hierarchy (ConditionalLearner)")
+    model: ConditionalHierarchy = learner.model
+    x = x0
+    out = [x0]
+    for _ in range(steps):
+        zs, _ = model.posterior(x)
+        mean = model.decode(zs[0])
+        out.append(mean)
+        if not sample_x:
+            x = mean
+        elif model.likelihood == "bernoulli":
+            p = (mean + 1) / 2
+            u = torch.rand(p.shape, device=p.device, generator=generator)
+            x = (u < p).float() * 2 - 1
+        else:
+            x = mean + model.sigma * torch.randn(mean.shape, device=mean.device, generator=generator)
+    return torch.stack(out)
