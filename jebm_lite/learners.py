@@ -26,7 +26,7 @@ from .models.conditional import ConditionalHierarchy
 from .models.ebm import JointEBMPrior
 from .models.hierarchical import build_hierarchical
 from .runtime import ConfigError
-from .sampling import sample_posterior, sample_prior
+from .sampling import LangevinTrace, sample_posterior, sample_prior
 from .trainer import Learner
 
 
@@ -46,6 +46,30 @@ def frozen(module: nn.Module) -> Iterator[None]:
 def _adam(params, lr: float, betas: tuple[float, float], wd: float) -> torch.optim.Adam:
     params = [p for p in params if p.requires_grad]
     return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
+
+
+def ebm_update(learner: Learner, trace: LangevinTrace, z_post: Tensor) -> dict[str, float]:
+    """One optimiser step of ``learner.prior`` on the EBM loss (paper Eq. 10).
+
+    ``trace``: short-run prior chains (Eqs. 13-14), ``z_post``: (B, d) detached posterior codes.
+    Returns the EBM loss, the mean f of both sample sets (the ebm-anatomy energy-gap diagnostic) and
+    the prior chains' last-step gradient norm.
+    """
+    prior = learner.prior
+    f_prior = prior.f(trace.z)
+    f_post = prior.f(z_post)
+    e_loss = obj.ebm_loss(f_prior, f_post)
+    opt_e = learner.optimizers["e"]
+    opt_e.zero_grad(set_to_none=True)
+    e_loss.backward()
+    learner.sync_grads(list(prior.parameters()))
+    opt_e.step()
+    return {
+        "e_loss": e_loss.item(),
+        "energy/prior": f_prior.mean().item(),
+        "energy/post": f_post.mean().item(),
+        "langevin/grad_norm": float(trace.grad_norm[-1]) if len(trace.grad_norm) else 0.0,
+    }
 
 
 class HierarchicalLearner(Learner):
@@ -128,23 +152,9 @@ class HierarchicalLearner(Learner):
 
         # -- 2. EBM (Eq. 10) on short-run prior chains (Eqs. 13-14) ------------------------
         if self.prior.energy is not None:
-            z_post = self.prior.cat([z.detach() for z in zs])
             lc = cfg.prior_langevin
             trace = sample_prior(self.prior, x.shape[0], lc.steps, lc.step_size, noise=lc.noise)
-            f_prior = self.prior.f(trace.z)
-            f_post = self.prior.f(z_post)
-            e_loss = obj.ebm_loss(f_prior, f_post)
-            opt_e = self.optimizers["e"]
-            opt_e.zero_grad(set_to_none=True)
-            e_loss.backward()
-            self.sync_grads(list(self.prior.parameters()))
-            opt_e.step()
-            metrics.update({
-                "e_loss": e_loss.item(),
-                "energy/prior": f_prior.mean().item(),
-                "energy/post": f_post.mean().item(),
-                "langevin/grad_norm": float(trace.grad_norm[-1]) if len(trace.grad_norm) else 0.0,
-            })
+            metrics.update(ebm_update(self, trace, self.prior.cat([z.detach() for z in zs])))
         return metrics
 
     # -- what chapters use ------------------------------------------------------------------
@@ -227,7 +237,6 @@ class LEBMLearner(Learner):
         z_post = self.infer(x).z.detach()
         lc = cfg.prior_langevin
         trace = sample_prior(self.prior, x.shape[0], lc.steps, lc.step_size, noise=lc.noise)
-        z_prior = trace.z.detach()
 
         x_hat = self.generator(self.prior.split(z_post))
         g_loss = obj.lebm_generator_loss(x, x_hat, cfg.model.sigma)
@@ -237,21 +246,10 @@ class LEBMLearner(Learner):
         self.sync_grads(list(self.generator.parameters()))
         opt_g.step()
 
-        f_prior = self.prior.f(z_prior)
-        f_post = self.prior.f(z_post)
-        e_loss = obj.ebm_loss(f_prior, f_post)
-        opt_e = self.optimizers["e"]
-        opt_e.zero_grad(set_to_none=True)
-        e_loss.backward()
-        self.sync_grads(list(self.prior.parameters()))
-        opt_e.step()
         return {
             "loss": g_loss.item(),
             "mse": float(((x_hat.detach() - x) ** 2).mean()),
-            "e_loss": e_loss.item(),
-            "energy/prior": f_prior.mean().item(),
-            "energy/post": f_post.mean().item(),
-            "langevin/grad_norm": float(trace.grad_norm[-1]) if len(trace.grad_norm) else 0.0,
+            **ebm_update(self, trace, z_post),
         }
 
     @torch.no_grad()
