@@ -66,7 +66,7 @@ def _fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:
+    except OSError:  # some file systems cannot fsync a directory; the rename itself is still atomic
         pass
     finally:
         os.close(fd)
@@ -89,7 +89,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w"
     except BaseException:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except FileNotFoundError:  # the temp file was never created: nothing to clean up
             pass
         raise
     _fsync_dir(path.parent)

@@ -88,7 +88,9 @@ class Learner(nn.Module):
 
     def train_step(self, x: Tensor, step: int) -> dict[str, float]:
         """Do all updates for one batch ``x: (B, C, H, W)`` (iteration ``step``, counted from 1) and
-        return scalar metrics as Python floats (``"energy/..."`` ones are checked for explosion)."""
+        return scalar metrics as Python floats (``"energy/..."`` ones are checked for explosion).
+
+        Abstract: every learner in :mod:`jebm_lite.learners` implements it."""
         raise NotImplementedError
 
     def on_epoch_end(self, epoch: int) -> None:

@@ -65,12 +65,17 @@ def _find(folder: Path, compressed: bool) -> dict[str, Path] | None:
     return found
 
 
-def _decompress_to_cache(cls_name: str, gz: dict[str, Path]) -> Path:
-    """Gunzip the four files into ``<cache>/idx/<key>/<cls_name>/raw``; returns the torchvision root."""
-    key = files_key(list(gz.values()))
-    root = cache_dir("idx", f"{cls_name}-{key}")
+def _cache_raw_dir(cls_name: str, files: dict[str, Path]) -> tuple[Path, Path]:
+    """``(root, root/<cls_name>/raw)`` in the cache, keyed on the source files; ``raw`` is created."""
+    root = cache_dir("idx", f"{cls_name}-{files_key(list(files.values()))}")
     raw = root / cls_name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
+    return root, raw
+
+
+def _decompress_to_cache(cls_name: str, gz: dict[str, Path]) -> Path:
+    """Gunzip the four files into ``<cache>/idx/<key>/<cls_name>/raw``; returns the torchvision root."""
+    root, raw = _cache_raw_dir(cls_name, gz)
     for name, src in gz.items():
         dst = raw / name
         if dst.is_file():
@@ -104,16 +109,13 @@ def resolve_root(name: str, root: Path) -> Path | None:
 
 def _link_to_cache(cls_name: str, plain: dict[str, Path]) -> Path:
     """Expose decompressed idx files found outside ``<Class>/raw`` in torchvision's layout (symlinks)."""
-    key = files_key(list(plain.values()))
-    root = cache_dir("idx", f"{cls_name}-{key}")
-    raw = root / cls_name / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    root, raw = _cache_raw_dir(cls_name, plain)
     for name, src in plain.items():
         dst = raw / name
         if not dst.exists():
             try:
                 os.symlink(src.resolve(), dst)
-            except FileExistsError:
+            except FileExistsError:  # another process linked it first: same target, nothing to do
                 pass
             except OSError:
                 shutil.copyfile(src, dst)
