@@ -1,7 +1,8 @@
 # Two commands for readers and CI (see README.md):
 #   make book   install what is needed, then build the book into _build/html
 #   make test   install what is needed, then lint, unit tests and the notebooks (ci profile)
-# `make venv` does only the install step.
+# `make venv` does only the install step. `make browser` opens the built book in headless Chromium
+# (installing the Debian package `chromium` if it is missing) and checks every page.
 #
 # The install step is skipped when .venv holds a stamp for the current requirements.txt and
 # pyproject.toml (.venv/.installed-<hash>). .venv may be a real directory or a symlink to a venv.
@@ -22,11 +23,12 @@ export JEBM_DATA
 
 NBVAL_ARGS := --nbval-lax --nbval-current-env -p no:cacheprovider -n 2 --dist loadfile --nbval-cell-timeout=300
 
-.PHONY: help venv test lint unit notebooks book clean
+.PHONY: help venv test lint unit notebooks book mathjax browser chromium clean
 
 help:
 	@echo "make book   build the book into _build/html (installs .venv first if needed)"
 	@echo "make test   ruff, unit tests, notebooks in the ci profile (installs .venv first if needed)"
+	@echo "make browser  open every page of the built book in headless Chromium (after make book)"
 	@echo "make venv   only the install step"
 	@echo "make clean  remove _build"
 
@@ -48,7 +50,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 unit: venv
-	$(VPY) -m pytest tests -q -n 2
+	$(VPY) -m pytest tests -q -n 2 -m "not browser"
 
 # pytest exits 5 when it collects nothing: with no notebooks yet that is a success.
 # Two xdist workers on two cores: one torch thread each (two 2-thread kernels thrash the cores).
@@ -69,9 +71,37 @@ test: venv
 	if [ -n "$$failed" ]; then echo "== make test FAILED in:$$failed"; exit 1; fi; \
 	echo "== make test passed"
 
-book: venv
+# The book reads offline: MathJax is served from the book's own _static/mathjax/, fetched into
+# _vendor/ (git-ignored) from a package registry (npm pack, or pip download when npm is missing);
+# the fetch is skipped when the pinned version is already there.
+mathjax: venv
+	$(VPY) tools/fetch_mathjax.py
+
+book: venv mathjax
 	TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@echo "== the book is at _build/html/index.html"
+
+# Headless Chromium from Debian's package (apt-get, with sudo when not root); skipped when present.
+CHROMIUM ?= chromium
+chromium:
+	@if command -v "$(CHROMIUM)" >/dev/null 2>&1; then echo "== $$($(CHROMIUM) --version 2>/dev/null)"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "error: $(CHROMIUM) is missing and there is no apt-get: install Chromium by hand" >&2; exit 1; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "error: $(CHROMIUM) is missing and cannot be installed here (not root, no passwordless" \
+		"sudo): run 'sudo apt-get install -y chromium', then 'make browser'" >&2; exit 1; fi; \
+	echo "== installing chromium with apt-get (about 1.5 min)"; \
+	$$SUDO apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	command -v chromium >/dev/null 2>&1 || { echo "error: apt-get installed no chromium command" >&2; exit 1; }; \
+	echo "== $$(chromium --version 2>/dev/null)"
+
+# Every page of the built book (run `make book` first) in headless Chromium: math typeset, images
+# loaded, no console errors, no request leaving localhost.
+browser: venv chromium
+	@test -f _build/html/index.html || { echo "error: no _build/html; run 'make book' first" >&2; exit 1; }
+	JEBM_REQUIRE_BROWSER=1 OMP_NUM_THREADS=1 $(VPY) -m pytest tests/test_browser.py -q
 
 clean:
 	rm -rf _build

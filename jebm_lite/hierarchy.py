@@ -35,9 +35,11 @@ __all__ = [
     "resample_layers",
     "decode_state",
     "resample_grid",
+    "swap_grid",
     "resample_stats",
     "layer_sweep",
     "sweep_class_changes",
+    "unit_sweep_stats",
     "bottom_layer_gibbs",
 ]
 
@@ -199,6 +201,45 @@ def resample_grid(
     return x.reshape(-1, *x.shape[2:])
 
 
+@torch.no_grad()
+def swap_grid(
+    learner: nn.Module,
+    layers: Sequence[int],
+    n_contexts: int = 6,
+    n_donors: int = 8,
+    state: Sequence[Tensor] | None = None,
+    donors: Sequence[Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    include_context: bool = False,
+) -> Tensor:
+    """Hierarchical samples, reading (a) of paper Fig. 4 (as the reference code draws them): **swap** codes.
+
+    ``n_contexts + n_donors`` joint prior samples are drawn (:func:`sample_state`); row r keeps every layer of
+    context r except ``layers``, whose codes are copied from donor c in column c. No new Langevin is run:
+    each swapped code is a sample of the *marginal* p(z_S), pasted next to codes it was not sampled with.
+    Reading (b), :func:`resample_grid`, instead redraws z_S from the *conditional* p(z_S | z_-S).
+
+    Returns:
+        ``(n_contexts * n_donors, C, H, W)`` rows first (``viz.show_grid(x, nrow=n_donors)``; ``n_donors + 1``
+        with ``include_context``). Columns share a donor, so a column shows what one donor's z_S does in
+        every context.
+    """
+    if state is None:
+        state = sample_state(learner, n_contexts, generator)
+    if donors is None:
+        donors = sample_state(learner, n_donors, generator)
+    state, donors = list(state), list(donors)
+    B, D = state[0].shape[0], donors[0].shape[0]
+    layers = tuple(range(len(state))[i] for i in layers)
+    new = [s.repeat_interleave(D, dim=0) for s in state]
+    for i in layers:
+        new[i] = donors[i].repeat(B, 1)
+    x = decode_state(learner, new).reshape(B, D, *learner_image_shape(learner))
+    if include_context:
+        x = torch.cat([decode_state(learner, state)[:, None], x], dim=1)
+    return x.reshape(-1, *x.shape[2:])
+
+
 def learner_image_shape(learner: nn.Module) -> tuple[int, int, int]:
     """``(C, H, W)`` of the learner's images."""
     if is_conditional(learner):
@@ -215,6 +256,7 @@ def resample_stats(
     classifier: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
     batch_contexts: int = 32,
+    reading: str = "resample",
 ) -> dict[str, dict[str, float]]:
     """How much of the image each group of layers controls, measured by redrawing it with the rest fixed.
 
@@ -230,6 +272,10 @@ def resample_stats(
 
     An extra entry ``"all"`` holds the same numbers for redrawing every layer.
 
+    ``reading="swap"`` replaces the redraw by reading (a) of paper Fig. 4 (:func:`swap_grid`): the group's
+    codes are copied from ``n_resamples`` other joint prior samples instead of being redrawn from the
+    conditional (only for architectural hierarchies).
+
     Args:
         learner: a conditional or architectural hierarchy.
         groups: name -> code indices, e.g. :func:`layer_groups`.
@@ -239,6 +285,10 @@ def resample_stats(
     Returns:
         ``{group: {"pixel_var", "pixel_var_frac"[, "class_change"]}}`` plus ``"all"``.
     """
+    if reading not in ("resample", "swap"):
+        raise ValueError(f"reading must be 'resample' or 'swap', got {reading!r}")
+    if reading == "swap" and is_conditional(learner):
+        raise ValueError("reading='swap' needs an architectural hierarchy (VLAE / joint prior), not a conditional one")
     groups = dict(groups)
     groups_all = {**groups, "all": tuple(range(n_layers(learner)))}
     sums = {g: {"pixel_var": 0.0, "class_change": 0.0} for g in groups_all}
@@ -248,7 +298,10 @@ def resample_stats(
         state = sample_state(learner, b, generator)
         base_cls = classifier(decode_state(learner, state)).argmax(1) if classifier is not None else None
         for g, layers in groups_all.items():
-            x = resample_grid(learner, layers, n_resamples=n_resamples, state=state, generator=generator)
+            if reading == "swap":
+                x = swap_grid(learner, layers, n_donors=n_resamples, state=state, generator=generator)
+            else:
+                x = resample_grid(learner, layers, n_resamples=n_resamples, state=state, generator=generator)
             x01 = ((x.float() + 1) / 2).reshape(b, n_resamples, -1)
             sums[g]["pixel_var"] += float(x01.var(dim=1, unbiased=True).mean(dim=1).sum())
             if classifier is not None:
@@ -337,6 +390,52 @@ def sweep_class_changes(
             changed += float((cls != base[k]).float().mean())
         out[layer] = {"distinct": distinct / n_contexts, "changed": changed / n_contexts}
     return out
+
+
+@torch.no_grad()
+def unit_sweep_stats(
+    learner: nn.Module,
+    bases: Sequence[Tensor],
+    classifier: Callable[[Tensor], Tensor],
+    layer: int,
+    unit: int,
+    values: Tensor,
+) -> dict[str, float]:
+    """Paper Figs. 2 and 6, measured: sweep **one latent unit** from many base codes, classify every image.
+
+    For each base state ``[(R, d_i)]`` (e.g. posterior means of R held-out digits), unit ``unit`` of layer
+    ``layer`` is set to each of ``values`` (``(C,)``), every other unit of every layer is kept, and the ``R x C``
+    images are classified. Reported:
+
+    * ``changed``: fraction of sweeps along which the predicted class changes at least once;
+    * ``changes``: mean number of class changes between neighbouring images per sweep
+      (:func:`~jebm_lite.metrics.count_label_changes`);
+    * ``distinct``: mean number of distinct classes per sweep;
+    * ``pix_same``: mean absolute pixel change ([0, 1] scale) between neighbours of the **same** class --
+      the non-class ("style": stroke, slant, width) variation the unit carries.
+
+    A unit that holds identity has ``changed`` near 1; a style unit has ``changed`` near 0 and
+    ``pix_same`` > 0. Works for any learner with ``decode(list of per-layer codes)``.
+    """
+    from .metrics import count_label_changes
+
+    bases = [b.detach() for b in bases]
+    R, C = bases[0].shape[0], values.numel()
+    layer = range(len(bases))[layer]
+    from .viz import unit_sweep_codes
+
+    codes = [b.repeat_interleave(C, dim=0) for b in bases]
+    codes[layer] = unit_sweep_codes(bases[layer], unit, values.to(bases[layer].device))
+    imgs = decode_state(learner, codes)
+    labels = classifier(imgs).argmax(1).reshape(R, C)
+    changes = count_label_changes(labels).float()
+    distinct = torch.tensor([float(row.unique().numel()) for row in labels])
+    x01 = ((imgs.float() + 1) / 2).reshape(R, C, -1)
+    step = (x01[:, 1:] - x01[:, :-1]).abs().mean(dim=2)
+    same = labels[:, 1:] == labels[:, :-1]
+    pix_same = float(step[same].mean()) if bool(same.any()) else float("nan")
+    return {"changed": float((changes > 0).float().mean()), "changes": float(changes.mean()),
+            "distinct": float(distinct.mean()), "pix_same": pix_same}
 
 
 # ----------------------------------------------------------------------------------------------

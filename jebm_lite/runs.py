@@ -146,8 +146,13 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def config_diff(old: dict | ExperimentConfig, new: dict | ExperimentConfig,
                 ignore: Iterable[str] = RESUMABLE_KEYS) -> list[tuple[str, Any, Any]]:
     """``[(dotted key, old value, new value), ...]`` for every key whose value differs, except the
-    keys in ``ignore``."""
-    a = _flatten(old if isinstance(old, dict) else to_dict(old))
+    keys in ``ignore``.
+
+    A key missing from a stored ``old`` dict (a config written before that field existed) counts as
+    its default value, so adding a config field does not orphan the runs made before it.
+    """
+    defaults = _flatten(to_dict(ExperimentConfig()))
+    a = {**defaults, **_flatten(old)} if isinstance(old, dict) else _flatten(to_dict(old))
     b = _flatten(new if isinstance(new, dict) else to_dict(new))
     ignore = set(ignore)
     missing = object()
@@ -421,6 +426,10 @@ def training_data(cfg: ExperimentConfig, device: str | torch.device | None = Non
     """
     from .data import as_tensors, get_dataset
 
+    if cfg.data.hold_out is not None:  # anomaly detection: MNIST train+test pooled, one digit held out
+        from .anomaly import anomaly_training_data
+
+        return anomaly_training_data(cfg, device)
     data = get_dataset(cfg.data.name, split=cfg.data.split, root=cfg.data.root, classes=cfg.data.classes,
                        subset=cfg.data.subset, download=cfg.data.download)
     if cfg.data.on_device:
@@ -429,8 +438,10 @@ def training_data(cfg: ExperimentConfig, device: str | torch.device | None = Non
 
 
 def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
-    """``runs/<experiment>-<profile>``: where the CLI and the chapters keep a run."""
-    return Path(root) / f"{cfg.name}-{cfg.profile}"
+    """``runs/<experiment>-<profile>`` (``-h<digit>-`` inserted for an anomaly run with ``data.hold_out``):
+    where the CLI and the chapters keep a run."""
+    hold = f"-h{cfg.data.hold_out}" if cfg.data.hold_out is not None else ""
+    return Path(root) / f"{cfg.name}{hold}-{cfg.profile}"
 
 
 def run_experiment(

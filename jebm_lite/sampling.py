@@ -9,8 +9,8 @@ for a standard normal target the stationary variance is 1 / (1 - s^2 / 4), e.g. 
 
 Guarantees of every sampler, whatever the caller's context:
 
-* gradients are taken with :func:`torch.autograd.grad` with respect to ``z`` only, so no ``.grad`` is
-  ever accumulated on module parameters;
+* gradients are taken with respect to ``z`` only (:func:`torch.autograd.grad`, or by hand on the fast
+  path below), so no ``.grad`` is ever accumulated on module parameters;
 * the state is detached after every step, so no graph is kept across steps (memory is O(1) in steps);
 * it runs under the caller's ``torch.no_grad()`` or ``torch.inference_mode()`` (grad is re-enabled
   inside);
@@ -18,20 +18,38 @@ Guarantees of every sampler, whatever the caller's context:
   EBM in train mode runs one power iteration per step, as in the reference code).
 
 The returned :class:`LangevinTrace` holds detached tensors.
+
+Fast path (``fast=True``, the default of :func:`sample_prior` and :func:`sample_layer`). When f is an
+:class:`~jebm_lite.models.ebm.EnergyMLP`, each step computes ``grad_z f`` by a hand-written backward
+pass (:meth:`EnergyMLP.value_and_grad`, the same ATen kernels autograd calls) under ``no_grad``
+instead of building an autograd graph; the noise draws are the same. Spectral norm: in eval mode (or
+without spectral norm) the normalised weights are fixed, so they are computed once per chain and the
+chain equals the plain one bit for bit. In train mode every forward pass of a spectral-normed layer
+runs one power iteration and updates ``u`` / ``v`` in place, so the plain path uses new weights at
+every step; the fast path reproduces this exactly in count (T power iterations per chain of T steps,
+plus one for a recorded final state) and leaves ``u`` / ``v`` where the plain path leaves them, so the
+EBM's training is unchanged. As the iterates do not depend on z, it runs them for a block of steps at
+once (:meth:`EnergyMLP.param_schedule`); this reorders the power iteration's float arithmetic, so the
+chains agree to ~1e-7 instead of bit for bit. Other energy networks, autocast regions and
+``fast=False`` use the plain autograd loop. :func:`use_fast_path` switches the default for code that
+does not pass ``fast`` (e.g. the learners).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from .models.ebm import JointEBMPrior
+from .models.ebm import EnergyMLP, JointEBMPrior
 
 __all__ = [
     "LangevinTrace",
+    "use_fast_path",
+    "fast_path_default",
     "langevin",
     "sample_prior",
     "sample_prior_from_config",
@@ -131,6 +149,115 @@ def _run(
         )
 
 
+_FAST_DEFAULT = True
+_CHUNK = 128  # steps whose spectral-norm weights are computed together (memory: _CHUNK x the EBM's weights)
+
+
+def fast_path_default() -> bool:
+    """What ``fast=None`` means in :func:`sample_prior` / :func:`sample_layer` (``True`` unless changed
+    by :func:`use_fast_path`)."""
+    return _FAST_DEFAULT
+
+
+@contextlib.contextmanager
+def use_fast_path(enabled: bool) -> Iterator[None]:
+    """Within the block, ``fast=None`` (the default) means ``enabled``; e.g. ``with use_fast_path(False):
+    learner.train_step(x, 1)`` runs the learner's prior chains on the plain autograd path."""
+    global _FAST_DEFAULT
+    old, _FAST_DEFAULT = _FAST_DEFAULT, bool(enabled)
+    try:
+        yield
+    finally:
+        _FAST_DEFAULT = old
+
+
+def _fast_energy(energy: nn.Module | None, fast: bool | None, z: Tensor) -> EnergyMLP | None:
+    """``energy`` when the fast path applies to it, else ``None`` (use the plain path)."""
+    if fast is None:
+        fast = _FAST_DEFAULT
+    if not fast or not isinstance(energy, EnergyMLP) or not energy.supports_value_and_grad():
+        return None
+    if torch.is_autocast_enabled(z.device.type):  # keep autocast semantics: plain path
+        return None
+    return energy
+
+
+def _run_fast(
+    energy: EnergyMLP,
+    embed: Callable[[Tensor], Tensor],
+    columns: slice | None,
+    z0: Tensor,
+    steps: int,
+    step_size: float,
+    noise: bool,
+    record: bool,
+    generator: torch.Generator | None,
+) -> LangevinTrace:
+    """The ULA loop of :func:`_run` for ``log p(u) = f(u) - ||u||^2 / 2`` with ``u = embed(z)``,
+    gradients by :meth:`EnergyMLP.value_and_grad` (no autograd). ``columns`` selects the part of
+    ``grad_u`` that is ``grad_z`` (``None``: all, ``embed`` is the identity). Same steps, same RNG
+    calls and the same number of energy evaluations (spectral-norm power iterations) as :func:`_run`.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    s = float(step_size)
+    half_s2 = 0.5 * s * s
+    with torch.inference_mode(False), torch.no_grad():
+        z = z0.detach().clone()
+        # Spectral norm in train mode runs one power iteration per forward pass, i.e. per step of the
+        # plain path: the weights change every step. They do not depend on z, so the weights of the
+        # next _CHUNK steps are computed in one go (param_schedule, which leaves u / v where those
+        # steps would). In eval mode (or without spectral norm) they are fixed: computed once.
+        vary = energy.weights_vary_per_call
+        schedule = vary and energy.can_schedule()
+        params = None if vary else energy.effective_params()
+        block: list[tuple[Tensor, Tensor | None]] = []
+        grad_norms: list[Tensor] = []
+        chain: list[Tensor] = []
+        lps: list[Tensor] = []
+        fs: list[Tensor] = []
+        for t in range(steps):
+            if schedule:
+                if t % _CHUNK == 0:
+                    block = energy.param_schedule(min(_CHUNK, steps - t))
+                params = [(w[t % _CHUNK], b) for w, b in block]
+            elif vary:  # another parametrization: exactly one forward's worth of it per step
+                params = energy.effective_params()
+            u = embed(z)
+            fz, grad_f = energy.value_and_grad(u, params, value=record)
+            grad = grad_f - u
+            if columns is not None:
+                grad = grad[:, columns]
+            if record:
+                chain.append(z)
+                lps.append(fz - 0.5 * u.pow(2).sum(dim=1))
+                fs.append(fz)
+            grad_norms.append(grad.flatten(1).norm(dim=1).mean())
+            z = z + half_s2 * grad
+            if noise:
+                z = z + s * _noise(z, generator)
+        if grad_norms:
+            grad_norm = torch.stack(grad_norms).float()
+        else:
+            grad_norm = torch.zeros(0, device=z.device)
+        if not record:
+            return LangevinTrace(z=z, grad_norm=grad_norm)
+        u = embed(z)
+        fz = energy(u)  # a plain forward: one more power iteration in train mode, as in _run
+        chain.append(z)
+        lps.append(fz - 0.5 * u.pow(2).sum(dim=1))
+        fs.append(fz)
+        return LangevinTrace(
+            z=z,
+            chain=torch.stack(chain),
+            log_prob=torch.stack(lps),
+            grad_norm=grad_norm,
+            energy=torch.stack(fs),
+        )
+
+
 def langevin(
     log_prob: Callable[[Tensor], Tensor],
     z0: Tensor,
@@ -181,6 +308,7 @@ def sample_prior(
     z0: Tensor | None = None,
     record: bool = False,
     generator: torch.Generator | None = None,
+    fast: bool | None = None,
 ) -> LangevinTrace:
     """Langevin sampling of the joint EBM prior, paper Eqs. 13-14.
 
@@ -200,6 +328,8 @@ def sample_prior(
         z0: optional initial states ``(B, d)``.
         record: keep the chain, log-density and f of every state.
         generator: torch RNG for the initial draws and the noise.
+        fast: gradients of an :class:`EnergyMLP` without autograd (same chain, see the module
+            docstring); ``None`` means :func:`fast_path_default` (``True``); ``False``: the plain path.
 
     Returns:
         :class:`LangevinTrace` with ``z: (n, d)``; ``energy: (T+1, n)`` when recorded with an EBM.
@@ -214,6 +344,9 @@ def sample_prior(
         z0 = prior.sample_base(n, device=device, generator=generator)
 
     energy = prior.energy
+    fast_energy = _fast_energy(energy, fast, z0)
+    if fast_energy is not None:
+        return _run_fast(fast_energy, lambda z: z, None, z0, steps, step_size, noise, record, generator)
 
     def target(z: Tensor) -> tuple[Tensor, Tensor]:
         fz = energy(z)
@@ -223,7 +356,10 @@ def sample_prior(
 
 
 def sample_prior_from_config(prior: JointEBMPrior, n: int, lc, **kw) -> LangevinTrace:
-    """:func:`sample_prior` with steps / step size / noise from a :class:`~jebm_lite.config.LangevinConfig`."""
+    """:func:`sample_prior` with steps / step size / noise (and ``fast``, when the config has that
+    field) from a :class:`~jebm_lite.config.LangevinConfig`."""
+    if "fast" not in kw and getattr(lc, "fast", None) is not None:
+        kw["fast"] = lc.fast
     return sample_prior(prior, n, lc.steps, lc.step_size, noise=lc.noise, **kw)
 
 
@@ -289,6 +425,7 @@ def sample_layer(
     noise: bool = True,
     record: bool = False,
     generator: torch.Generator | None = None,
+    fast: bool | None = None,
 ) -> LangevinTrace:
     """Langevin on one layer with the others held fixed: the conditional of the joint prior.
 
@@ -307,6 +444,7 @@ def sample_layer(
         steps, step_size, noise: Langevin settings.
         record: keep the chain, log-density and f of every state.
         generator: torch RNG for the noise.
+        fast: as in :func:`sample_prior`.
 
     Returns:
         :class:`LangevinTrace` of that layer only: ``z: (B, z_dims[layer])``, ``chain: (T+1, B, z_dims[layer])``.
@@ -316,6 +454,17 @@ def sample_layer(
         raise ValueError(f"expected {prior.n_layers} layers, got {len(zs)}")
     layer = range(prior.n_layers)[layer]  # validates and resolves negative indices
     fixed = [z.detach() for z in zs]
+    fast_energy = _fast_energy(prior.energy, fast, zs[layer])
+    if fast_energy is not None:
+        lo = sum(prior.z_dims[:layer])
+        columns = slice(lo, lo + prior.z_dims[layer])
+
+        def embed(z_layer: Tensor) -> Tensor:
+            parts = list(fixed)
+            parts[layer] = z_layer
+            return prior.cat(parts)
+
+        return _run_fast(fast_energy, embed, columns, zs[layer], steps, step_size, noise, record, generator)
 
     def target(z_layer: Tensor) -> tuple[Tensor, Tensor | None]:
         parts = list(fixed)

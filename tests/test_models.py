@@ -187,8 +187,8 @@ def test_config_errors_name_the_valid_options():
         resolve_preset(_cfg("svhn4", z_dims=(2, 2, 10)))
     with pytest.raises(ConfigError, match="channels"):
         resolve_preset(_cfg("mnist_small", channels=(64, 128, 1024)))
-    with pytest.raises(ConfigError, match="concat, add"):
-        resolve_preset(_cfg("svhn4", merge="gated"))
+    with pytest.raises(ConfigError, match="concat, add, gated"):
+        resolve_preset(_cfg("svhn4", merge="sum"))
     with pytest.raises(ConfigError, match="divisible"):
         resolve_preset(_cfg("svhn5"), image_shape=(3, 28, 28))
     with pytest.raises(ConfigError, match="at least 2"):

@@ -13,7 +13,15 @@ name                image shape     splits                  files (under the dat
 ``svhn``            (3, 32, 32)     train, test, extra      ``svhn/{split}_32x32.mat`` (or in the root)
 ``celeba64``        (3, 64, 64)     train, valid, test, all ``celeba/img_align_celeba/`` or ``celeba64/{split}/``
 ``cifar10``         (3, 32, 32)     train, test             ``cifar-10-batches-py/``
+``colour_mnist``    (3, 32, 32)     train, test             MNIST's files (a generated **stand-in**)
+``factors``         (3, 32, 32)     train, test             none: rendered shapes with known factors
 ==================  ==============  ======================  =====================================
+
+``colour_mnist`` is not a real data set: an SVHN-like stand-in rendered from MNIST with recorded
+factors (colours, lighting, stroke, pose, neighbour fragments); see :mod:`jebm_lite.data.colour_digits`.
+``factors`` renders flat shapes with seven known factors (shape, scale, orientation, position x / y,
+object and background colour; :mod:`jebm_lite.data.factors`) for the disentanglement metrics; its
+"label" is the factor vector. Both are listed in :data:`STANDINS`, not in :data:`DATASETS`.
 
 Example::
 
@@ -33,12 +41,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..runtime import ConfigError
-from . import celeba, cifar, mnist, svhn
+from . import celeba, cifar, colour_digits, mnist, svhn
 from ._common import DataNotFoundError, TensorImageDataset, data_root, filter_indices
 from .celeba import ImageFileDataset
+from .factors import FactorDataset
 from .toy2d import gaussian_mixture_2d, mixture_centres, mode_coverage
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "svhn", "celeba64", "cifar10")
+#: Generated stand-ins for data sets that may be unavailable (accepted by :func:`get_dataset` too).
+STANDINS: tuple[str, ...] = ("colour_mnist", "factors")
 
 _SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist": (1, 28, 28),
@@ -46,6 +57,8 @@ _SHAPES: dict[str, tuple[int, int, int]] = {
     "svhn": (3, 32, 32),
     "celeba64": (3, 64, 64),
     "cifar10": (3, 32, 32),
+    "colour_mnist": (3, 32, 32),
+    "factors": (3, 32, 32),
 }
 _SPLITS: dict[str, tuple[str, ...]] = {
     "mnist": ("train", "test"),
@@ -53,11 +66,15 @@ _SPLITS: dict[str, tuple[str, ...]] = {
     "svhn": svhn.SPLITS,
     "celeba64": celeba.SPLITS,
     "cifar10": cifar.SPLITS,
+    "colour_mnist": colour_digits.SPLITS,
+    "factors": ("train", "test"),
 }
-_ALIASES = {"fashion-mnist": "fashion_mnist", "fmnist": "fashion_mnist", "celeba": "celeba64", "cifar": "cifar10"}
+_ALIASES = {"fashion-mnist": "fashion_mnist", "fmnist": "fashion_mnist", "celeba": "celeba64", "cifar": "cifar10",
+            "colour-mnist": "colour_mnist", "color_mnist": "colour_mnist"}
 
 __all__ = [
     "DATASETS",
+    "STANDINS",
     "DataNotFoundError",
     "ImageFileDataset",
     "TensorImageDataset",
@@ -75,8 +92,8 @@ __all__ = [
 def _canonical(name: str) -> str:
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ConfigError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
+    if key not in DATASETS + STANDINS:
+        raise ConfigError(f"Unknown dataset {name!r}; use one of {', '.join(DATASETS + STANDINS)}")
     return key
 
 
@@ -97,7 +114,7 @@ def get_dataset(
     """Load a dataset split: items are ``(image (C, H, W) float32 in [-1, 1], label int)``.
 
     Args:
-        name: one of :data:`DATASETS`.
+        name: one of :data:`DATASETS` or :data:`STANDINS`.
         split: ``train`` | ``test`` (``extra`` for SVHN; ``valid`` and ``all`` for CelebA).
         root: the data folder (see :func:`data_root`).
         classes: keep only these labels, e.g. ``(0, 1, 2)`` (not for ``celeba64``, which has no labels).
@@ -107,8 +124,9 @@ def get_dataset(
             (ignored for digits); off by default for determinism.
 
     Returns:
-        A :class:`TensorImageDataset` (MNIST, Fashion-MNIST, SVHN, CIFAR-10; held in memory as uint8)
-        or an :class:`ImageFileDataset` (CelebA; decoded per item).
+        A :class:`TensorImageDataset` (MNIST, Fashion-MNIST, SVHN, CIFAR-10, and the ``colour_mnist``
+        stand-in, a :class:`~jebm_lite.data.colour_digits.ColourDigits` with ``.factors``; held in memory
+        as uint8) or an :class:`ImageFileDataset` (CelebA; decoded per item).
 
     Raises:
         DataNotFoundError: files missing and ``download`` is False (the message says what to put where).
@@ -119,6 +137,12 @@ def get_dataset(
     if split not in _SPLITS[key]:
         raise ConfigError(f"{key} has no split {split!r}; use one of {', '.join(_SPLITS[key])}")
     folder = data_root(root)
+    if key == "colour_mnist":  # filters before rendering, so that only the kept rows are generated
+        return colour_digits.load(split, folder, classes=classes, subset=subset, download=download)
+    if key == "factors":  # rendered on demand; train and test use different seeds
+        if classes is not None:
+            raise ConfigError("factors has no classes (its label is the factor vector); use classes=None")
+        return FactorDataset(subset or (60_000 if split == "train" else 10_000), seed=0 if split == "train" else 1)
     ds: TensorImageDataset | ImageFileDataset
     if key in ("mnist", "fashion_mnist"):
         ds = mnist.load(key, split, folder, download=download)

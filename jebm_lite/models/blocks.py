@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 INF_SLOPE = 0.01  # F.leaky_relu default, used by hre's conv2d_relu / fc_relu (inference network)
@@ -115,6 +116,20 @@ class GaussianHead(nn.Module):
         if self.logvar_range is not None:
             logvar = logvar.clamp(*self.logvar_range)
         return mu, logvar
+
+
+class Gate(nn.Module):
+    """Per-unit gate ``gate * x`` (VLAE's gated add, ``vlae:vladder_small.py``); ``gate`` starts at ``init``.
+
+    Shapes: ``x: (B, *shape)`` -> ``(B, *shape)``; ``gate: shape`` (one scalar per unit / channel map).
+    """
+
+    def __init__(self, shape: Sequence[int], init: float = 0.1) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.full(tuple(int(s) for s in shape), float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate
 
 
 def xavier_init_(module: nn.Module) -> nn.Module:

@@ -7,7 +7,8 @@ Generator (paper Eq. 5), layers bottom (z_1, index 0) to top (z_L, index L-1)::
 ``merge`` is ``"concat"`` (paper Eq. 5; z_i is first projected by Linear + LeakyReLU(0.2) to the shape of
 h_{i+1}, then concatenated on the channel / feature axis, as in ``hre:train_fid.py``) or ``"add"`` (a
 Linear projection of z_i, no activation, added to h_{i+1}, as in ``hre:train_hs.py``; this equals a
-concatenation followed by a linear layer).
+concatenation followed by a linear layer), or ``"gated"`` (VLAE's gated add: Linear + LeakyReLU, times a
+learned per-unit gate initialised to 0.1, added to h_{i+1}).
 
 Inference (paper Eq. 8, VLAE "ladder" layout)::
 
@@ -32,8 +33,8 @@ preset           image     z_dims        channels    hidden      G             I
 ``cifar10``      3x32x32   10 x 5        as svhn5    2048        55,348,608    18,999,396
 ``celeba64``     3x64x64   10 x 4        64,128,     1024        13,784,768    7,327,312
                                          256,256
-``mnist_small``  1x28x28   2, 2, 2       16, 32      350         1,847,516     1,435,080
-``toy012``       1x28x28   2, 2          16, 32      256         945,952       557,448
+``mnist_small``  1x28x28   2, 2, 2       16, 32      400         1,443,616     1,776,780
+``toy012``       1x28x28   2, 2          16, 32      256         544,800       557,448
 ``lebm_mnist``   1x28x28   2             16, 32      256         477,984       14,724
 ``toy012_spatial`` 1x28x28 2, 2          32, 256     256         521,408       529,416
 ``mnist_spatial`` 1x28x28  2, 2, 2       32, 64,     256         406,496       1,066,252
@@ -44,9 +45,9 @@ Sources: ``svhn4`` = ``hre:train_hs.py`` (report 1.4) and ``svhn5`` = ``hre:trai
 both exact (the report's G ~ 0.39 M / I ~ 0.75 M and G ~ 55.3 M / I ~ 19.0 M). Everything else is
 **[inferred]** (no released code): ``cifar10`` reuses the svhn5 layout; ``celeba64`` is a VLAE-large-like
 concat layout (conv stages at 32, 16, 8; the top layer adds one conv4s2 to 4x4 before its MLP of width
-1024: ``top_down=1``); the MNIST family is VLAE-small without BatchNorm. ``mnist_small`` has G + I =
-3,282,596 parameters, about the 3.2 M of the paper's Tab. 7 (joint-prior model on Fashion-MNIST), with
-thin bottom convs (16, 32) and fully connected width 350 so that it trains on a laptop CPU.
+1024: ``top_down=1``); the MNIST family is VLAE-small without BatchNorm, with VLAE's gated-add merge. ``mnist_small`` has
+G + I = 3,220,396 parameters, about the 3.2 M of the paper's Tab. 7 (joint-prior model on Fashion-MNIST),
+with thin bottom convs (16, 32) and fully connected width 400 so that it trains on a laptop CPU.
 ``toy012_spatial`` / ``mnist_spatial`` apply the ``svhn4`` pattern (each lower layer's code is linearly
 projected and added at a spatial resolution, so the bottom layer's path to the image is shallow) to
 28x28 images; ``top_down=1`` lets the top layer end in a 7x7 map so that even with L = 2 the bottom
@@ -76,8 +77,11 @@ The three layout families:
   connected with width ``hidden``. Inference: head_0 = conv4s2(C -> c_1), conv4s2(c_1 -> c_2), flatten ->
   mu / logvar; trunk_0 = the same convs (own weights) + fc(hidden); head_i = 2 fc + mu / logvar; trunk_i =
   3 fc (leaky_relu 0.01 throughout). Generator (LReLU 0.2): g_L = MLP z_L -> hidden x 3; g_i (0 < i < L-1)
-  = [Linear+LReLU(z_i) -> hidden, h_{i+1}] -> 3 fc; g_1 = [proj(z_1), h_2] -> fc(c_2 x 7 x 7) ->
-  convT4s2(c_2 -> c_1) -> convT4s2(c_1 -> C) -> tanh. With L = 1: z -> hidden -> hidden -> the same
+  = merge(z_i, h_{i+1}) -> 3 fc; g_1 = merge(z_1, h_2) -> fc(c_2 x 7 x 7) -> convT4s2(c_2 -> c_1) ->
+  convT4s2(c_1 -> C) -> tanh, where merge is VLAE's gated add ``h + gate * lrelu(W z)`` (gate per unit,
+  initialised to 0.1; ``merge="concat"`` gives ``[lrelu(W z), h]`` instead). The gate matters: with the
+  concat merge the bottom code of the 0/1/2 toy took over digit identity in every run we made (its
+  probe accuracy above the top layer's), with the gate the top layer holds it (chapter 5). With L = 1: z -> hidden -> hidden -> the same
   image tail. **No BatchNorm** (VLAE has BN everywhere): BN in train mode couples the
   images of a batch, so one chain's sample depends on the others -- this breaks hierarchical sampling
   (fixing every layer but one) and makes the Langevin gradients of one chain depend on the batch.
@@ -96,6 +100,7 @@ from ..runtime import ConfigError
 from .blocks import (
     GEN_SLOPE,
     INF_SLOPE,
+    Gate,
     GaussianHead,
     Reshape,
     conv_block,
@@ -107,7 +112,7 @@ from .blocks import (
 )
 
 LOGVAR_RANGE: tuple[float, float] = (-10.0, 5.0)
-MERGES = ("concat", "add")
+MERGES = ("concat", "add", "gated")
 
 # ----------------------------------------------------------------------------------------------
 # The two networks
@@ -173,7 +178,7 @@ class HierarchicalGenerator(nn.Module):
         hs = [h]
         for i in range(self.n_layers - 2, -1, -1):
             p = self.projections[i](zs[i])
-            u = torch.cat([p, h], dim=1) if self.merge == "concat" else h + p
+            u = torch.cat([p, h], dim=1) if self.merge == "concat" else h + p  # "gated": p = gate * lrelu(Wz)
             h = self.bodies[i](u)
             hs.append(h)
         return hs[::-1]
@@ -269,14 +274,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         source="[inferred] VLAE-large-like concat layout: conv stages 32/16/8, top layer conv to 4x4 + MLP",
     ),
     "mnist_small": dict(
-        family="small", image_shape=(1, 28, 28), z_dims=(2, 2, 2), channels=(16, 32), hidden=350,
-        merge="concat", top_down=0,
-        source="[inferred] VLAE-small (report 3.2) without BatchNorm, concat merge",
+        family="small", image_shape=(1, 28, 28), z_dims=(2, 2, 2), channels=(16, 32), hidden=400,
+        merge="gated", top_down=0,
+        source="[inferred] VLAE-small (report 3.2) without BatchNorm, VLAE's gated-add merge",
     ),
     "toy012": dict(
         family="small", image_shape=(1, 28, 28), z_dims=(2, 2), channels=(16, 32), hidden=256,
-        merge="concat", top_down=0,
-        source="[inferred] VLAE-small without BatchNorm, L = 2 (0/1/2-MNIST toy)",
+        merge="gated", top_down=0,
+        source="[inferred] VLAE-small without BatchNorm, gated-add merge, L = 2 (0/1/2-MNIST toy)",
     ),
     "toy012_spatial": dict(
         family="medium", image_shape=(1, 28, 28), z_dims=(2, 2), channels=(32, 256), hidden=256,
@@ -388,15 +393,21 @@ def resolve_preset(cfg: Any, image_shape: Sequence[int] | None = None) -> dict[s
 
 
 def _proj(d: int, shape: Sequence[int], merge: str) -> nn.Module:
-    """z_i -> tensor shaped like h_{i+1}: Linear (+ LeakyReLU(0.2) for concat) (+ reshape)."""
+    """z_i -> tensor shaped like h_{i+1}: Linear (+ LeakyReLU(0.2) for concat / gated) (+ reshape) (+ gate).
+
+    ``merge="gated"`` is VLAE's gated add: ``h_{i+1} + gate * lrelu(W z_i)`` with one gate per unit
+    (per channel for a spatial map), initialised to 0.1, so a lower layer starts with a small say.
+    """
     n = 1
     for s in shape:
         n *= int(s)
     mods: list[nn.Module] = [nn.Linear(d, n)]
-    if merge == "concat":
+    if merge in ("concat", "gated"):
         mods.append(nn.LeakyReLU(GEN_SLOPE))
     if len(shape) > 1:
         mods.append(Reshape(*shape))
+    if merge == "gated":
+        mods.append(Gate((shape[0],) + (1,) * (len(shape) - 1)))
     return nn.Sequential(*mods)
 
 

@@ -1,0 +1,246 @@
+"""Paper Tab. 1: the latent classifier per layer, run per seed, written to result files, then tabulated.
+
+Protocol (paper Sec. 5.1; ``reference-implementations.md`` Sec. 1.9): train the model, infer the codes of
+every training and test image with the inference network (the posterior **means** mu_i, for
+determinism), fit one classifier per layer (Linear -> 256 -> ReLU -> Linear, :func:`~jebm_lite.metrics.
+latent_probe`) on the training codes of that layer, report its test accuracy. The baseline is VLAE with the
+same generator and inference networks (the preset ``<data>_vlae``: the same config with ``ebm.nef = 0``).
+
+One call of :func:`run_cell` = one (dataset, method, seed, profile) cell: it loads the finished run or
+trains it (:func:`~jebm_lite.runs.run_experiment`), probes it and writes one JSON result file
+``<results>/<dataset>_<method>_seed<k>_<profile>.json`` (atomically) holding the accuracies and the
+provenance (profile, device, torch version, commit, training steps and wall time). :func:`load_results`
+and :func:`summarise` build the table from those files only; nothing in the table is typed in except the
+paper's own numbers (:data:`PAPER`), which are always labelled as such.
+
+Command line (all cells of the book's table, resumable: finished cells are skipped)::
+
+    python -m jebm_lite.latent_table --profile cpu --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import get_config
+from .runs import read_json, run_experiment, write_json_atomic
+from .runtime import ConfigError, get_device, get_profile, git_commit, seed_everything
+
+DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
+"""Table row -> ``data.name``; the experiment presets are ``<row>_joint`` and ``<row>_vlae``."""
+METHODS = ("joint", "vlae")
+
+PAPER: dict[tuple[str, str], tuple[float, ...]] = {
+    ("mnist", "joint"): (32.60, 58.32, 67.64),
+    ("mnist", "vlae"): (35.69, 57.86, 52.08),
+    ("fmnist", "joint"): (39.27, 44.81, 84.27),
+    ("fmnist", "vlae"): (52.43, 35.65, 83.24),
+}
+"""The paper's Tab. 1 test accuracies in %, per layer bottom (z_1) to top (z_3). Quoted, not measured."""
+
+
+def result_path(results_dir: str | Path, dataset: str, method: str, seed: int, profile: str) -> Path:
+    """``<results_dir>/<dataset>_<method>_seed<seed>_<profile>.json``."""
+    return Path(results_dir) / f"{dataset}_{method}_seed{seed}_{profile}.json"
+
+
+def cell_config(dataset: str, method: str, seed: int, profile: str | None = None, overrides: Sequence[str] = ()):
+    """The experiment config of one table cell: preset ``<dataset>_<method>`` with ``train.seed = seed``."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    return get_config(f"{dataset}_{method}", profile=profile, overrides=[f"train.seed={seed}", *overrides])
+
+
+def cell_run_dir(cfg, runs_dir: str | Path = "runs/tab1") -> Path | None:
+    """``<runs_dir>/<dataset>_<method>_seed<k>-<profile>`` for a :func:`cell_config` (None in ``ci``: temporary)."""
+    if cfg.profile == "ci":
+        return None
+    dataset = next(k for k, v in DATASETS.items() if v == cfg.data.name)
+    return Path(runs_dir) / f"{dataset}_{cfg.method}_seed{cfg.train.seed}-{cfg.profile}"
+
+
+def cell_run(cfg, runs_dir: str | Path = "runs/tab1", device: str | torch.device | None = None):
+    """Load or train the run of one table cell: ``(learner, history, run_dir)``. Chapters 3 and 4 show
+    the seed-0 runs of the table, so the book trains each model once."""
+    return run_experiment(cfg, cell_run_dir(cfg, runs_dir), device=device)
+
+
+def probe_data(cfg, test_subset: int | None = None) -> tuple[tuple, tuple]:
+    """``((x_train, y_train), (x_test, y_test))`` of ``cfg.data``: all the training images the model saw
+    (``data.subset`` if set) and the full test split (or its first ``test_subset`` images)."""
+    from .data import as_tensors, get_dataset
+
+    d = cfg.data
+    tr = as_tensors(get_dataset(d.name, "train", root=d.root, classes=d.classes, subset=d.subset))
+    te = as_tensors(get_dataset(d.name, "test", root=d.root, classes=d.classes, subset=test_subset))
+    return tr, te
+
+
+def run_cell(
+    dataset: str,
+    method: str,
+    seed: int,
+    profile: str | None = None,
+    results_dir: str | Path = "results/tab1",
+    runs_dir: str | Path = "runs/tab1",
+    overrides: Sequence[str] = (),
+    probe_epochs: int = 30,
+    test_subset: int | None = None,
+    device: str | torch.device | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train (or load) one cell of Tab. 1, probe every layer, write and return its result record.
+
+    A result file that already exists for the same config is returned as it is (``force`` recomputes).
+    In the ``ci`` profile the run trains in a temporary directory and the record is written only if
+    ``results_dir`` is given explicitly (the caller decides; tests pass a temporary folder).
+
+    Returns:
+        ``{"dataset", "method", "seed", "profile", "accuracy": [% per layer, bottom to top],
+        "train_accuracy", "config", "train_steps", "train_wall_s", "probe_wall_s", "device", "torch",
+        "commit", "date"}``.
+    """
+    cfg = cell_config(dataset, method, seed, profile, overrides)
+    out = result_path(results_dir, dataset, method, seed, cfg.profile)
+    if out.exists() and not force:
+        rec = read_json(out)
+        if rec.get("config") == json.loads(json.dumps(_cfg_dict(cfg))):
+            return rec
+    dev = get_device(device if device is not None else cfg.train.device)
+    t0 = time.perf_counter()
+    learner, history, rd = cell_run(cfg, runs_dir, device=dev)
+    train_wall = time.perf_counter() - t0
+    learner.eval()
+    seed_everything(seed)
+    t1 = time.perf_counter()
+    from .metrics import layerwise_probe
+
+    train, test = probe_data(cfg, test_subset)
+    probes = layerwise_probe(learner, train, test, epochs=probe_epochs, seed=seed)
+    rec = {
+        "dataset": dataset, "method": method, "seed": seed, "profile": cfg.profile,
+        "accuracy": [100.0 * p.test_accuracy for p in probes],
+        "train_accuracy": [100.0 * p.train_accuracy for p in probes],
+        "probe": {"epochs": probe_epochs, "codes": "posterior means", "n_train": len(train[1]),
+                  "n_test": len(test[1])},
+        "train_steps": rd.read_result().get("steps"),
+        "train_time_s": rd.read_result().get("wall_time_s"),
+        "train_wall_s": round(train_wall, 1),
+        "probe_wall_s": round(time.perf_counter() - t1, 1),
+        "run_dir": str(rd.path) if cfg.profile != "ci" else None,
+        "device": _device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "config": _cfg_dict(cfg),
+    }
+    write_json_atomic(out, rec)
+    return rec
+
+
+def _cfg_dict(cfg) -> dict:
+    from .config import to_dict
+
+    return to_dict(cfg)
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def load_results(results_dir: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
+    """Every result record under ``results_dir`` (optionally only one profile), sorted by cell."""
+    recs = [read_json(p) for p in sorted(Path(results_dir).glob("*.json"))]
+    if profile is not None:
+        recs = [r for r in recs if r.get("profile") == profile]
+    return sorted(recs, key=lambda r: (r["dataset"], r["method"], r["seed"]))
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    m = sum(values) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return m, sd
+
+
+def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std over seeds per (dataset, method, layer), beside the paper's number.
+
+    Returns one row per (dataset, method, layer): ``{"dataset", "method", "layer" (1 = bottom), "mean",
+    "std", "n_seeds", "seeds", "paper", "diff" (ours - paper, percentage points)}``.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["method"]), []).append(r)
+    rows = []
+    for (ds, me), recs in sorted(groups.items()):
+        n_layers = len(recs[0]["accuracy"])
+        for i in range(n_layers):
+            m, sd = _mean_std([r["accuracy"][i] for r in recs])
+            paper = PAPER.get((ds, me), (None,) * n_layers)[i] if (ds, me) in PAPER else None
+            rows.append({"dataset": ds, "method": me, "layer": i + 1, "mean": m, "std": sd, "n_seeds": len(recs),
+                         "seeds": sorted(r["seed"] for r in recs), "paper": paper,
+                         "diff": None if paper is None else m - paper})
+    return rows
+
+
+def rises_bottom_to_top(rows: Sequence[dict[str, Any]], dataset: str, method: str = "joint") -> bool:
+    """True if the mean accuracy of (dataset, method) increases strictly from z_1 to z_L."""
+    acc = [r["mean"] for r in sorted((r for r in rows if r["dataset"] == dataset and r["method"] == method),
+                                     key=lambda r: r["layer"])]
+    return len(acc) > 1 and all(b > a for a, b in zip(acc, acc[1:]))
+
+
+def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table: one line per (dataset, method), ``mean ± std`` per layer, then the paper's numbers."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["dataset"], r["method"]), []).append(r)
+    n = max(r["layer"] for r in rows)
+    head = "| data | model | seeds | " + " | ".join(f"z{i} ours" for i in range(1, n + 1)) + " | " + \
+        " | ".join(f"z{i} paper" for i in range(1, n + 1)) + " |"
+    lines = [head, "|" + "---|" * (3 + 2 * n)]
+    for (ds, me), rs in sorted(by.items()):
+        rs = sorted(rs, key=lambda r: r["layer"])
+        ours = " | ".join(f"{r['mean']:.1f} ± {r['std']:.1f}" for r in rs)
+        paper = " | ".join("–" if r["paper"] is None else f"{r['paper']:.1f}" for r in rs)
+        name = "joint EBM prior" if me == "joint" else "VLAE"
+        lines.append(f"| {ds} | {name} | {rs[0]['n_seeds']} | {ours} | {paper} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jebm_lite.latent_table", description="Paper Tab. 1, cell by cell.")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--profile", choices=["ci", "cpu", "full"], default=None)
+    p.add_argument("--results", default="results/tab1", help="folder of the result files")
+    p.add_argument("--runs", default="runs/tab1", help="folder of the run directories")
+    p.add_argument("--force", action="store_true", help="recompute cells whose result file exists")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    a = p.parse_args(argv)
+    prof = get_profile(a.profile)
+    for ds in a.datasets:
+        for me in a.methods:
+            for s in a.seeds:
+                rec = run_cell(ds, me, s, prof, a.results, a.runs, a.overrides, force=a.force)
+                print(f"{ds:7s} {me:6s} seed {s}: " + " / ".join(f"{v:.1f}" for v in rec["accuracy"])
+                      + f"  (train {rec['train_wall_s']} s, probe {rec['probe_wall_s']} s)", flush=True)
+    print(table_markdown(summarise(load_results(a.results, prof))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Chapters 4 and 5: the gated merge, the two readings of hierarchical sampling, unit sweeps, Tab. 1 files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from jebm_lite import hierarchy as H
+from jebm_lite import latent_table as T
+from jebm_lite.config import get_config
+from jebm_lite.learners import build_learner
+from jebm_lite.models.blocks import Gate
+from jebm_lite.models.hierarchical import build_hierarchical, model_config_for
+from jebm_lite.runs import RunDir, config_diff, write_json_atomic
+from jebm_lite.runtime import ConfigError, seed_everything
+
+# ----------------------------------------------------------------------------------------------
+# the gated merge (VLAE's gated add)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_gate_starts_at_point_one_and_scales_the_lower_code():
+    seed_everything(0)
+    gen, _ = build_hierarchical(model_config_for("toy012", merge="gated"))
+    gates = [m for m in gen.modules() if isinstance(m, Gate)]
+    assert len(gates) == 1 and torch.allclose(gates[0].gate, torch.full_like(gates[0].gate, 0.1))
+    z2 = torch.randn(4, 2)
+    za, zb = torch.randn(4, 2), torch.randn(4, 2) * 3
+    with torch.no_grad():
+        assert not torch.allclose(gen([za, z2]), gen([zb, z2]))
+        gates[0].gate.zero_()  # a closed gate: the bottom code no longer reaches the image
+        assert torch.allclose(gen([za, z2]), gen([zb, z2]))
+
+
+def test_gated_spatial_merge_has_one_gate_per_channel():
+    gen, _ = build_hierarchical(model_config_for("toy012_spatial", merge="gated"))
+    gate = next(m for m in gen.modules() if isinstance(m, Gate)).gate
+    assert gate.shape == (32, 1, 1)
+    assert gen(torch.randn(3, 4)).shape == (3, 1, 28, 28)
+
+
+def test_mnist_family_presets_use_the_gate():
+    for name in ("mnist_joint", "mnist_vlae", "toy012_joint", "fmnist_joint"):
+        assert get_config(name, profile="ci").model.merge == "gated"
+    assert get_config("toy012_lebm", profile="ci").model.merge is None  # one layer: nothing to merge
+
+
+# ----------------------------------------------------------------------------------------------
+# hierarchical sampling: (a) swap vs (b) conditional redraw
+# ----------------------------------------------------------------------------------------------
+
+
+def _learner(name: str):
+    seed_everything(0)
+    return build_learner(get_config(name, profile="ci"), "cpu").eval()
+
+
+def test_swap_grid_pastes_donor_codes_and_keeps_the_rest():
+    learner = _learner("mnist_joint")
+    g = torch.Generator().manual_seed(0)
+    state = H.sample_state(learner, 3, g)
+    donors = H.sample_state(learner, 4, g)
+    x = H.swap_grid(learner, (1,), state=state, donors=donors, include_context=True)
+    assert x.shape == (3 * 5, 1, 28, 28)
+    grid = x.reshape(3, 5, 1, 28, 28)
+    for r in range(3):
+        assert torch.allclose(grid[r, 0], learner.decode([s[r:r + 1] for s in state])[0])
+        for c in range(4):
+            codes = [state[0][r:r + 1], donors[1][c:c + 1], state[2][r:r + 1]]
+            assert torch.allclose(grid[r, c + 1], learner.decode(codes)[0], atol=1e-6)
+
+
+def test_swap_reading_of_resample_stats_and_its_errors():
+    learner = _learner("mnist_joint")
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    st = H.resample_stats(learner, {"z_1": (0,), "z_3": (2,)}, 4, 3, classifier=clf,
+                          generator=torch.Generator().manual_seed(0), reading="swap")
+    assert set(st) == {"z_1", "z_3", "all"} and all(0 <= v["class_change"] <= 1 for v in st.values())
+    with pytest.raises(ValueError, match="reading"):
+        H.resample_stats(learner, {"z_1": (0,)}, 2, 2, reading="gibbs")
+    cond = build_learner(get_config("mnist_conditional", profile="ci"), "cpu")
+    with pytest.raises(ValueError, match="architectural"):
+        H.resample_stats(cond, {"z_1": (0,)}, 2, 2, reading="swap")
+
+
+# ----------------------------------------------------------------------------------------------
+# unit sweeps (Figs. 2 and 6, measured)
+# ----------------------------------------------------------------------------------------------
+
+
+class _SignLearner(nn.Module):
+    """decode([z1, z2]) = an image whose mean is z2[:, 0] (the 'class') and whose left half is z1[:, 0]."""
+
+    def decode(self, zs):
+        z1, z2 = zs
+        x = torch.zeros(z1.shape[0], 1, 4, 4)
+        x[:, :, :, 2:] = torch.tanh(z2[:, 0]).view(-1, 1, 1, 1)
+        x[:, :, :, :2] = 0.5 * torch.tanh(z1[:, 0]).view(-1, 1, 1, 1)
+        return x
+
+
+def _sign_classifier(x):
+    right = x[:, 0, :, 2:].mean(dim=(1, 2))
+    return torch.stack([-right, right], dim=1)  # class 1 iff the right half is positive
+
+
+def test_unit_sweep_stats_tells_a_class_unit_from_a_style_unit():
+    learner = _SignLearner()
+    bases = [torch.randn(50, 2), torch.randn(50, 2)]
+    vals = torch.linspace(-2, 2, 9)
+    top = H.unit_sweep_stats(learner, bases, _sign_classifier, layer=1, unit=0, values=vals)
+    bottom = H.unit_sweep_stats(learner, bases, _sign_classifier, layer=0, unit=0, values=vals)
+    unused = H.unit_sweep_stats(learner, bases, _sign_classifier, layer=0, unit=1, values=vals)
+    assert top["changed"] == 1.0 and top["changes"] == 1.0 and top["distinct"] == 2.0
+    assert bottom["changed"] == 0.0 and bottom["distinct"] == 1.0 and bottom["pix_same"] > 0.01
+    assert unused["changed"] == 0.0 and unused["pix_same"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Tab. 1: result files -> table
+# ----------------------------------------------------------------------------------------------
+
+
+def _record(ds, me, seed, acc):
+    return {"dataset": ds, "method": me, "seed": seed, "profile": "cpu", "accuracy": acc}
+
+
+def test_summarise_mean_std_paper_and_rise():
+    recs = [_record("mnist", "joint", s, [30 + s, 50 + s, 70 + s]) for s in range(3)]
+    recs += [_record("mnist", "vlae", s, [40.0, 60.0, 50.0]) for s in range(3)]
+    rows = T.summarise(recs)
+    assert len(rows) == 6
+    r = next(r for r in rows if r["method"] == "joint" and r["layer"] == 3)
+    assert r["mean"] == pytest.approx(71.0) and r["std"] == pytest.approx(1.0) and r["n_seeds"] == 3
+    assert r["paper"] == pytest.approx(67.64) and r["diff"] == pytest.approx(71.0 - 67.64)
+    assert T.rises_bottom_to_top(rows, "mnist", "joint")
+    assert not T.rises_bottom_to_top(rows, "mnist", "vlae")
+    md = T.table_markdown(rows)
+    assert "71.0 ± 1.0" in md and "67.6" in md and "VLAE" in md
+
+
+def test_load_results_reads_only_the_files(tmp_path):
+    for s in (0, 1):
+        write_json_atomic(T.result_path(tmp_path, "fmnist", "vlae", s, "cpu"), _record("fmnist", "vlae", s, [1.0, 2.0, 3.0]))
+    write_json_atomic(T.result_path(tmp_path, "fmnist", "vlae", 0, "full"), {**_record("fmnist", "vlae", 0, [9.0] * 3),
+                                                                         "profile": "full"})
+    assert len(T.load_results(tmp_path)) == 3
+    assert [r["seed"] for r in T.load_results(tmp_path, profile="cpu")] == [0, 1]
+
+
+def test_cell_config_errors():
+    with pytest.raises(ConfigError, match="dataset"):
+        T.cell_config("svhn", "joint", 0, "ci")
+    with pytest.raises(ConfigError, match="method"):
+        T.cell_config("mnist", "lebm", 0, "ci")
+    assert T.cell_config("fmnist", "vlae", 2, "ci").train.seed == 2
+
+
+def test_run_cell_end_to_end_writes_a_record_and_reuses_it(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("JEBM_DATA", str(shared_data))
+    over = ["train.max_steps=4", "data.subset=200"]
+    rec = T.run_cell("mnist", "vlae", 0, "ci", results_dir=tmp_path, overrides=over, probe_epochs=1,
+                     test_subset=300, device="cpu")
+    path = T.result_path(tmp_path, "mnist", "vlae", 0, "ci")
+    assert path.exists() and json.loads(path.read_text())["accuracy"] == rec["accuracy"]
+    assert len(rec["accuracy"]) == 3 and rec["probe"]["n_train"] == 200 and rec["probe"]["n_test"] == 300
+    assert rec["train_steps"] == 4 and rec["config"]["train"]["seed"] == 0
+
+    def boom(*a, **k):
+        raise AssertionError("a finished cell must not be trained again")
+
+    monkeypatch.setattr(T, "cell_run", boom)
+    assert T.run_cell("mnist", "vlae", 0, "ci", results_dir=tmp_path, overrides=over)["accuracy"] == rec["accuracy"]
+
+
+# ----------------------------------------------------------------------------------------------
+# config compatibility
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_field_added_later_does_not_orphan_old_runs(tmp_path):
+    cfg = get_config("toy012_joint", profile="ci")
+    stored = json.loads(json.dumps(__import__("jebm_lite.config", fromlist=["to_dict"]).to_dict(cfg)))
+    del stored["data"]["hold_out"]  # as written before the field existed
+    assert config_diff(stored, cfg) == []
+    rd = RunDir(tmp_path / "run")
+    rd.path.mkdir()
+    rd.config_path.write_text(json.dumps(stored))
+    rd.check_config(cfg)  # no ConfigError
+    stored["data"]["subset"] = 7
+    rd.config_path.write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="data.subset"):
+        rd.check_config(cfg)
+
+
+def test_hold_out_is_validated():
+    with pytest.raises(ConfigError, match="hold_out"):
+        get_config("mnist_joint", profile="ci", overrides=["data.hold_out=12"])
+    with pytest.raises(ConfigError, match="hold_out"):
+        get_config("fmnist_joint", profile="ci", overrides=["data.hold_out=3"])
