@@ -119,7 +119,8 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n != 1 else ''}, {platform.machine()})"
 
 
 @dataclasses.dataclass
