@@ -162,3 +162,22 @@ def test_return_factors_and_loader(shared_data):
 def test_missing_mnist(tmp_path):
     with pytest.raises(DataNotFoundError, match="t10k-images-idx3-ubyte.gz"):
         get_dataset("colour_mnist", "test", root=tmp_path)
+
+
+def test_estimate_colours_and_ink28(test_set):
+    """The factor read-outs used on generated images (chapter 6) recover the recorded factors on real ones."""
+    x = test_set.images.float() / 127.5 - 1
+    f = test_set.factors
+    bg, stroke = colour_digits.estimate_colours(x)
+    lit = 1 - f.light_strength[:, None] / 2
+    assert torch.quantile((bg - f.background * lit).abs().amax(1), 0.95) < 0.03
+    err = (stroke - f.stroke * lit).abs().amax(1)
+    assert torch.quantile(err, 0.5) < 0.05 and torch.quantile(err, 0.9) < 0.15
+    for c in range(3):
+        assert torch.corrcoef(torch.stack([stroke[:, c], (f.stroke * lit)[:, c]]))[0, 1] > 0.95
+    ink = colour_digits.Ink28()
+    y = ink(x[:8])
+    assert y.shape == (8, 1, 28, 28) and y.min() >= -1 - 1e-5 and y.max() <= 1 + 1e-5
+    assert torch.allclose(ink(torch.full((1, 3, 32, 32), 0.2)), torch.full((1, 1, 28, 28), -1.0), atol=1e-3)
+    # colours and polarity drop out: the negative image gives the same ink map
+    assert torch.allclose(ink(x[:8]), ink(-x[:8]), atol=1e-4)

@@ -75,6 +75,8 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+import jebm_lite.learners
+import jebm_lite.runs
 from jebm_lite import hierarchy, latent_table, metrics, objectives, sampling
 from jebm_lite.data import as_tensors, get_dataset
 
@@ -432,6 +434,16 @@ for r in rows:
         glue(key + "_diff", r["diff"], display=False)
 n_seeds = int(summ["n_seeds"].min())
 glue("ch04_tab1_nseeds", n_seeds, display=False)
+# Does the mean accuracy rise strictly from z_1 to z_3 (the paper's claim for the joint prior)?
+rise = {(ds, me): latent_table.rises_bottom_to_top(rows, ds, me) for ds in ("mnist", "fmnist") for me in ("joint", "vlae")
+        if any(r["dataset"] == ds and r["method"] == me for r in rows)}
+for (ds, me), v in rise.items():
+    glue(f"ch04_rise_{ds}_{me}", "rises" if v else "does not rise", display=False)
+for ds in ("mnist", "fmnist"):
+    top = {r["method"]: r["mean"] for r in rows if r["dataset"] == ds and r["layer"] == 3}
+    if len(top) == 2:
+        glue(f"ch04_topgap_{ds}", top["joint"] - top["vlae"], display=False)
+print("mean accuracy rises strictly from z_1 to z_3:", {f"{ds} {me}": v for (ds, me), v in rise.items()})
 ''')
 
 code(r'''
@@ -459,6 +471,42 @@ fig.tight_layout()
 plt.show()
 ''')
 
+md(r"""
+### Does longer training move the class to the top?
+
+Our runs are short (3000 iterations, five epochs). One extra pair of runs continues the seed-0
+MNIST models of both priors to 9000 iterations (same config, `train.max_steps=9000`, resumed from
+their 3000-iteration checkpoints) and repeats the probe. It is shown when its run directories exist
+(they are not part of the `cpu` profile: about three times the table's training time); to make them:
+
+```bash
+cd notebooks
+for m in joint vlae; do
+  d=runs/longer/mnist_${m}_seed0_9000-cpu; mkdir -p runs/longer; cp -r runs/tab1/mnist_${m}_seed0-cpu $d
+  rm $d/result.json; python -m jebm_lite train $d/config.json --out $d train.max_steps=9000
+done
+```
+""")
+
+code(r'''
+longer = {}
+for me in ("joint", "vlae"):
+    rd = jebm_lite.runs.RunDir(f"runs/longer/mnist_{me}_seed0_9000-{PROFILE}")
+    if CI or not rd.is_finished():
+        continue
+    lrn = jebm_lite.runs.load_learner(rd, jebm_lite.learners.build_learner, device=DEVICE).eval()
+    c = rd.read_config()
+    tr, te = latent_table.probe_data(c)
+    pr = metrics.layerwise_probe(lrn, tr, te, epochs=30, seed=0)
+    longer[me] = {"iterations": rd.read_result()["steps"], **{f"z_{i + 1} (%)": 100 * p.test_accuracy for i, p in enumerate(pr)}}
+    for i, p in enumerate(pr):
+        glue(f"ch04_longer_{me}_z{i + 1}", 100 * p.test_accuracy, display=False)
+if longer:
+    display(pd.DataFrame(longer).T.round(1))
+else:
+    print("no finished 9000-iteration runs here (see the command above)")
+''')
+
 code(r'''
 # Checks that hold in every profile: finite training curves, a result record per cell with one rate per
 # layer, a table row per (data, model, layer).
@@ -470,9 +518,9 @@ assert trace.chain.isfinite().all() and torch.isfinite(loss)
 assert all(len(r["accuracy"]) == 3 and all(0 <= a <= 100 for a in r["accuracy"]) for r in records)
 assert len(rows) == 3 * len({(r["dataset"], r["method"]) for r in records})
 if not CI:
-    # the stored run: three seeds per cell, and the claim of Tab. 1 for the joint prior on MNIST
-    assert n_seeds >= 3, n_seeds
-    assert latent_table.rises_bottom_to_top(rows, "mnist", "joint")
+    # the stored run: all four cells of both data sets, three seeds each (whether the paper's claim holds
+    # is reported in the text below, not asserted: it is a measurement, not a property of the code)
+    assert n_seeds >= 3 and len(rise) == 4, (n_seeds, rise)
 print(f"checks passed (profile {PROFILE})")
 ''')
 
@@ -481,6 +529,15 @@ md(r"""
 
 *(Numbers from the stored `cpu` run: {glue:text}`ch04_tab1_nseeds` seeds per cell,
 {glue:text}`ch04_mnist_steps` iterations per model.)*
+
+**Does the top layer hold the class?** The paper's claim is that with the joint prior the accuracy
+rises from the bottom to the top layer. In our runs the mean accuracy of the joint prior
+{glue:text}`ch04_rise_mnist_joint` strictly from $\vz_1$ to $\vz_3$ on MNIST and
+{glue:text}`ch04_rise_fmnist_joint` on Fashion-MNIST (VLAE: {glue:text}`ch04_rise_mnist_vlae` on
+MNIST, {glue:text}`ch04_rise_fmnist_vlae` on Fashion-MNIST). The top layer of the joint prior is
+{glue:text}`ch04_topgap_mnist:+.1f` points more predictive than VLAE's on MNIST and
+{glue:text}`ch04_topgap_fmnist:+.1f` on Fashion-MNIST (a negative number: less predictive; in the
+paper +15.6 and +1.0 points). The details:
 
 **Tab. 1, MNIST.** With the joint prior the latent classifier reads the digit from $\vz_1$, $\vz_2$,
 $\vz_3$ with {glue:text}`ch04_tab1_mnist_joint_z1:.1f` ± {glue:text}`ch04_tab1_mnist_joint_z1_std:.1f`,

@@ -402,3 +402,48 @@ def load(
             _CACHE.pop(next(iter(_CACHE)))
     # a fresh object sharing the cached tensors (callers may set return_factors)
     return ColourDigits(ds.images, ds.factors, return_factors)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading factors back off images (real or generated): what a hierarchy's layers control
+# ----------------------------------------------------------------------------------------------
+
+
+def estimate_colours(x: torch.Tensor, stroke_frac: float = 0.08) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background and stroke colour read off images, e.g. a generator's samples.
+
+    ``x``: (B, 3, 32, 32) in [-1, 1]. The background is the mean colour of the top and bottom rows (the
+    neighbour fragments touch only the left / right edges); the stroke is the mean colour of the
+    ``stroke_frac`` of pixels farthest (RGB distance) from that background. Both are *lit* colours in [0, 1]
+    (the lighting is not divided out): on the real images the background is close to
+    ``background * (1 - light_strength / 2)`` (the ramp averages out along a row pair), the stroke to the
+    recorded stroke colour times the lighting at the digit. Returns ``(background (B, 3), stroke (B, 3))``.
+    """
+    x01 = (x.float().clamp(-1, 1) + 1) / 2
+    bg = torch.cat([x01[..., 0, :], x01[..., -1, :]], -1).mean(-1)  # (B, 3)
+    flat = x01.flatten(2)  # (B, 3, P)
+    dist = (flat - bg[:, :, None]).pow(2).sum(1)  # (B, P)
+    k = max(1, int(round(stroke_frac * flat.shape[2])))
+    idx = dist.topk(k, dim=1).indices  # (B, k)
+    stroke = torch.gather(flat, 2, idx[:, None, :].expand(-1, 3, -1)).mean(-1)
+    return bg, stroke
+
+
+class Ink28(torch.nn.Module):
+    """(B, 3, 32, 32) colour digits in [-1, 1] -> (B, 1, 28, 28) "ink" maps in [-1, 1], MNIST-like.
+
+    Per image: luminance (Rec. 601), bilinear resize to 28 x 28, absolute difference from the mean
+    luminance of the top and bottom rows (the background), divided by its maximum, mapped to [-1, 1].
+    Background and stroke colours and the polarity (light on dark or dark on light) drop out; the digit
+    (and neighbour fragments) stay, since the stroke's luminance differs from the background's by at
+    least ``min_contrast``. It puts the stand-in into the input shape of :class:`jebm_lite.metrics.DigitCNN`:
+    a stand-in digit classifier is ``train_digit_classifier(Ink28()(x), y)``, applied as ``net(Ink28()(x))``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        y = F.interpolate((x * w).sum(1, keepdim=True), size=(_MNIST, _MNIST), mode="bilinear",
+                          align_corners=False, antialias=True)
+        bg = torch.cat([y[..., 0, :], y[..., -1, :]], -1).mean(-1)[..., None, None]
+        d = (y - bg).abs()
+        return d / (d.amax(dim=(2, 3), keepdim=True) + 1e-3) * 2 - 1
