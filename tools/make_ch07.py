@@ -759,7 +759,7 @@ if not CI:
     assert fid_by_k[300] > fid_by_k[150] > fid_by_k[60]                              # ... and hurt beyond it
     assert float(late.mean()) > fm and float(lr_res.pixel_std[-1]) < div_data       # drift to higher f, less diverse
     for _me, a in anom.items():
-        assert a["auprc_mean"] < an_random, (me, a)                                  # below a random score
+        assert a["auprc_mean"] < an_random, (_me, a)                                  # below a random score
     assert an_floor > 0.063                                                          # Tab. 3's VAE is below the floor
 print(f"checks passed (profile {PROFILE})")
 ''', hide=True)
