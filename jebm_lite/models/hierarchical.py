@@ -56,9 +56,10 @@ toy runs and the LEBM posterior Langevin (20 generator gradients per iteration) 
 :func:`preset_table` recomputes the counts.
 
 CPU cost (measured, 2 cores of an AMD EPYC, torch 2.14, machine otherwise idle; G + I forward and
-backward at batch 100): ``mnist_small`` ~35 ms, ``toy012`` ~25 ms, ``lebm_mnist`` ~15 ms
-(one posterior-Langevin generator gradient ~7 ms). The VLAE-small conv widths
-``model.channels=64,128 model.hidden=136`` give 3,231,164 parameters at ~135 ms (13.5 GFLOP).
+backward at batch 100): ``mnist_small`` ~40 ms (gated merge, hidden 400), ``toy012`` ~25 ms,
+``lebm_mnist`` ~15 ms (one posterior-Langevin generator gradient ~7 ms). VLAE-small's own conv widths
+(``model.channels=64,128``) cost several times more per iteration on a CPU; the thin convs keep the
+MNIST chapters laptop-sized.
 
 The three layout families:
 
