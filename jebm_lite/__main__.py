@@ -3,6 +3,7 @@
 Examples::
 
     python -m jebm_lite configs
+    python -m jebm_lite evaluate runs/svhn5_joint-full --mse --fid
     python -m jebm_lite show toy012_joint --profile ci train.max_steps=5
     python -m jebm_lite train toy012_joint --profile cpu --out runs/toy prior_langevin.steps=30
     torchrun --nproc_per_node 2 -m jebm_lite train svhn4_joint --profile full
@@ -50,7 +51,7 @@ def resolve_config(config: str, profile: str | None, overrides: list[str]) -> Ex
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jebm_lite", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", metavar="{train,configs,show}")
+    sub = p.add_subparsers(dest="command", metavar="{train,configs,show,evaluate}")
 
     t = sub.add_parser("train", help="train (or resume) a run")
     t.add_argument("config", help="preset name or path to a config.json")
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="refuse to continue a run directory that already has checkpoints")
 
     sub.add_parser("configs", help="list the experiment presets")
+    sub.add_parser("evaluate", help="reconstruction MSE / FID of a run (python -m jebm_lite evaluate -h)")
 
     s = sub.add_parser("show", help="print the resolved config as JSON")
     s.add_argument("config", help="preset name or path to a config.json")
@@ -136,6 +138,11 @@ def cmd_train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 usage/config/data/checkpoint error,
     3 training diverged)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # python -m jebm_lite evaluate RUN_DIR ... (see jebm_lite.evaluate)
+        from .evaluate import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     parser = _parser()
     # parse_known_args + re-attaching lets overrides and options come in any order
     args, extra = parser.parse_known_args(argv)

@@ -96,3 +96,10 @@ def test_train_real_run(tmp_path, capsys):
                  "train.ckpt_every=3", "train.log_every=1"]) == 0
     assert "already finished" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_evaluate_subcommand_delegates_to_jebm_lite_evaluate(tmp_path, capsys):
+    from jebm_lite.__main__ import main
+
+    assert main(["evaluate", str(tmp_path / "missing"), "--mse"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
