@@ -21,9 +21,7 @@ Command line (all cells of the book's table, resumable: finished cells are skipp
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,9 +29,9 @@ from typing import Any
 
 import torch
 
-from .config import get_config
+from .config import get_config, to_dict
 from .runs import read_json, run_experiment, write_json_atomic
-from .runtime import ConfigError, get_device, get_profile, git_commit, seed_everything
+from .runtime import ConfigError, device_name, get_device, get_profile, git_commit, seed_everything
 
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
 """Table row -> ``data.name``; the experiment presets are ``<row>_joint`` and ``<row>_vlae``."""
@@ -115,7 +113,7 @@ def run_cell(
     out = result_path(results_dir, dataset, method, seed, cfg.profile)
     if out.exists() and not force:
         rec = read_json(out)
-        if rec.get("config") == json.loads(json.dumps(_cfg_dict(cfg))):
+        if rec.get("config") == to_dict(cfg):
             return rec
     dev = get_device(device if device is not None else cfg.train.device)
     t0 = time.perf_counter()
@@ -139,24 +137,12 @@ def run_cell(
         "train_wall_s": round(train_wall, 1),
         "probe_wall_s": round(time.perf_counter() - t1, 1),
         "run_dir": str(rd.path) if cfg.profile != "ci" else None,
-        "device": _device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "config": _cfg_dict(cfg),
+        "config": to_dict(cfg),
     }
     write_json_atomic(out, rec)
     return rec
-
-
-def _cfg_dict(cfg) -> dict:
-    from .config import to_dict
-
-    return to_dict(cfg)
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def load_results(results_dir: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
@@ -165,13 +151,6 @@ def load_results(results_dir: str | Path, profile: str | None = None) -> list[di
     if profile is not None:
         recs = [r for r in recs if r.get("profile") == profile]
     return sorted(recs, key=lambda r: (r["dataset"], r["method"], r["seed"]))
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    m = sum(values) / n
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return m, sd
 
 
 def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,7 +166,9 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for (ds, me), recs in sorted(groups.items()):
         n_layers = len(recs[0]["accuracy"])
         for i in range(n_layers):
-            m, sd = _mean_std([r["accuracy"][i] for r in recs])
+            acc = [r["accuracy"][i] for r in recs]
+            m = statistics.fmean(acc)
+            sd = statistics.stdev(acc) if len(acc) > 1 else float("nan")  # sample std over seeds
             paper = PAPER.get((ds, me), (None,) * n_layers)[i] if (ds, me) in PAPER else None
             rows.append({"dataset": ds, "method": me, "layer": i + 1, "mean": m, "std": sd, "n_seeds": len(recs),
                          "seeds": sorted(r["seed"] for r in recs), "paper": paper,

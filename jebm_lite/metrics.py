@@ -391,3 +391,28 @@ def time_per_call(fn, repeat: int = 5, number: int = 3, warmup: int = 1) -> floa
         sync()
         times.append((time.perf_counter() - t0) / number)
     return float(statistics.median(times))
+
+
+def time_train_step(learner: nn.Module, x: Tensor, repeat: int = 5, number: int = 2, threads: int | None = 1) -> float:
+    """Median seconds of one ``learner.train_step(x, 0)`` (:func:`time_per_call`), leaving the learner as it was.
+
+    The parameters, buffers and optimiser states are restored afterwards (timing steps must not change a
+    trained model that a chapter goes on to show) and the learner is put back in its train / eval mode.
+    ``threads``: torch threads during the timing (1 makes numbers comparable across machines; ``None``:
+    unchanged). ``x: (B, C, H, W)``.
+    """
+    was_training = learner.training
+    state = {k: v.clone() for k, v in learner.state_dict().items()}
+    opt_state = {k: o.state_dict() for k, o in learner.optimizers.items()}
+    n_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        learner.train()
+        return time_per_call(lambda: learner.train_step(x, 0), repeat=repeat, number=number)
+    finally:
+        torch.set_num_threads(n_threads)
+        learner.load_state_dict(state)
+        for k, o in learner.optimizers.items():
+            o.load_state_dict(opt_state[k])
+        learner.train(was_training)

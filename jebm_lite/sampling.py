@@ -90,6 +90,28 @@ def _noise(z: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
 
 
+def _step_sizes(steps: int, step_size: float) -> tuple[float, float]:
+    """Check the Langevin settings; return ``(s, s^2 / 2)``."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    s = float(step_size)
+    return s, 0.5 * s * s
+
+
+def _stack_norms(grad_norms: list[Tensor], z: Tensor) -> Tensor:
+    """The per-step mean gradient norms as one ``(T,)`` tensor (empty for T = 0)."""
+    return torch.stack(grad_norms).float() if grad_norms else torch.zeros(0, device=z.device)
+
+
+def _recorded_trace(z: Tensor, chain: list[Tensor], lps: list[Tensor], fs: list[Tensor],
+                    grad_norm: Tensor) -> LangevinTrace:
+    """A :class:`LangevinTrace` with the whole chain (``T + 1`` states, the final one included)."""
+    return LangevinTrace(z=z, chain=torch.stack(chain), log_prob=torch.stack(lps), grad_norm=grad_norm,
+                         energy=torch.stack(fs) if fs else None)
+
+
 def _run(
     target: _Target,
     z0: Tensor,
@@ -100,12 +122,7 @@ def _run(
     generator: torch.Generator | None,
 ) -> LangevinTrace:
     """The ULA loop shared by every sampler. ``target(z) -> (log_prob (B,), f (B,) | None)``."""
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if step_size <= 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    s = float(step_size)
-    half_s2 = 0.5 * s * s
+    s, half_s2 = _step_sizes(steps, step_size)
     # inference_mode(False) + enable_grad: works under the caller's no_grad / inference_mode. The clone
     # makes a normal (non-inference) tensor that owns its memory, so z0 itself is never modified.
     with torch.inference_mode(False), torch.enable_grad():
@@ -128,25 +145,15 @@ def _run(
             if noise:
                 z = z + s * _noise(z, generator)
         z = z.detach()
-        if grad_norms:
-            grad_norm = torch.stack(grad_norms).float()
-        else:
-            grad_norm = torch.zeros(0, device=z.device)
         if not record:
-            return LangevinTrace(z=z, grad_norm=grad_norm)
+            return LangevinTrace(z=z, grad_norm=_stack_norms(grad_norms, z))
         with torch.no_grad():
             lp, fz = target(z)
         chain.append(z)
         lps.append(lp.detach())
         if fz is not None:
             fs.append(fz.detach())
-        return LangevinTrace(
-            z=z,
-            chain=torch.stack(chain),
-            log_prob=torch.stack(lps),
-            grad_norm=grad_norm,
-            energy=torch.stack(fs) if fs else None,
-        )
+        return _recorded_trace(z, chain, lps, fs, _stack_norms(grad_norms, z))
 
 
 _FAST_DEFAULT = True
@@ -198,12 +205,7 @@ def _run_fast(
     ``grad_u`` that is ``grad_z`` (``None``: all, ``embed`` is the identity). Same steps, same RNG
     calls and the same number of energy evaluations (spectral-norm power iterations) as :func:`_run`.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if step_size <= 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    s = float(step_size)
-    half_s2 = 0.5 * s * s
+    s, half_s2 = _step_sizes(steps, step_size)
     with torch.inference_mode(False), torch.no_grad():
         z = z0.detach().clone()
         # Spectral norm in train mode runs one power iteration per forward pass, i.e. per step of the
@@ -238,24 +240,14 @@ def _run_fast(
             z = z + half_s2 * grad
             if noise:
                 z = z + s * _noise(z, generator)
-        if grad_norms:
-            grad_norm = torch.stack(grad_norms).float()
-        else:
-            grad_norm = torch.zeros(0, device=z.device)
         if not record:
-            return LangevinTrace(z=z, grad_norm=grad_norm)
+            return LangevinTrace(z=z, grad_norm=_stack_norms(grad_norms, z))
         u = embed(z)
         fz = energy(u)  # a plain forward: one more power iteration in train mode, as in _run
         chain.append(z)
         lps.append(fz - 0.5 * u.pow(2).sum(dim=1))
         fs.append(fz)
-        return LangevinTrace(
-            z=z,
-            chain=torch.stack(chain),
-            log_prob=torch.stack(lps),
-            grad_norm=grad_norm,
-            energy=torch.stack(fs),
-        )
+        return _recorded_trace(z, chain, lps, fs, _stack_norms(grad_norms, z))
 
 
 def langevin(

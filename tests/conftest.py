@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,3 +25,38 @@ def shared_data() -> Path:
         f"fashion-mnist/ (see ../shared/data/MANIFEST.md)."
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def tmp_jebm_cache(tmp_path_factory):
+    """``JEBM_CACHE`` set to a fresh temporary folder for one test module (derived files such as
+    decompressed idx files go there, not to the user's home)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JEBM_CACHE", str(tmp_path_factory.mktemp("jebm_cache")))
+        yield
+
+
+def load_yaml(path: Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def toc_files(toc: dict) -> list[str]:
+    """Every ``file:`` entry of a jb-book TOC (root, parts, chapters, sections, at any depth), in order."""
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("file"), str):
+                found.append(node["file"])
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key) or []:
+                    walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    if isinstance(toc.get("root"), str):
+        found.append(toc["root"])
+    walk(toc)
+    return found

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import load_yaml, toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 TOC = ROOT / "_toc.yml"
@@ -29,32 +29,6 @@ SOURCE_SUFFIXES = (".md", ".ipynb", ".rst")
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def load_yaml(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
-def toc_files(toc: dict) -> list[str]:
-    """Every ``file:`` entry of a jb-book TOC (root, parts, chapters, sections, at any depth)."""
-    found: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("file"), str):
-                found.append(node["file"])
-            for key in ("parts", "chapters", "sections"):
-                for child in node.get(key) or []:
-                    walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    if isinstance(toc.get("root"), str):
-        found.append(toc["root"])
-    walk(toc)
-    return found
 
 
 def resolve_source(entry: str, root: Path = ROOT) -> Path | None:

@@ -32,11 +32,9 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _tmp_cache(tmp_path_factory):
-    """Derived files (decompressed idx) go to a temporary cache, not the user's home."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JEBM_CACHE", str(tmp_path_factory.mktemp("jebm_cache")))
-        yield
+def _tmp_cache(tmp_jebm_cache):
+    """Derived files (decompressed idx) go to a temporary cache, not the user's home (conftest)."""
+    yield
 
 
 @pytest.fixture(scope="module")

@@ -201,3 +201,17 @@ def test_hold_out_is_validated():
         get_config("mnist_joint", profile="ci", overrides=["data.hold_out=12"])
     with pytest.raises(ConfigError, match="hold_out"):
         get_config("fmnist_joint", profile="ci", overrides=["data.hold_out=3"])
+
+
+def test_time_train_step_leaves_the_learner_unchanged():
+    from jebm_lite.metrics import time_train_step
+
+    learner = _learner("toy012_joint")  # in eval mode
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+    opt_before = learner.optimizers["g"].state_dict()["state"]
+    threads = torch.get_num_threads()
+    t = time_train_step(learner, torch.rand(8, 1, 28, 28) * 2 - 1, repeat=1, number=1)
+    assert t > 0 and torch.get_num_threads() == threads and not learner.training
+    after = learner.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert learner.optimizers["g"].state_dict()["state"] == opt_before == {}

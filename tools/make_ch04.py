@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbgen import Chapter
 
 TITLE = "Chapter 4: The joint latent-space EBM prior"
-cells = []
-
-
-def md(s: str) -> None:
-    cells.append(new_markdown_cell(s.strip("\n")))
-
-
-def code(s: str) -> None:
-    cells.append(new_code_cell(s.strip("\n")))
-
+nb = Chapter(TITLE)
+md, code = nb.md, nb.code
 
 md(r"""
 # Chapter 4: The joint latent-space EBM prior
@@ -50,19 +41,7 @@ below, from their `result.json`); the table's twelve runs are trained by one com
 :::
 """)
 
-code(f'''
-import importlib.util
-import subprocess
-import sys
-
-if importlib.util.find_spec("jebm_lite") is None:  # Colab / a fresh machine; a no-op here
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/jebm-lite/joint-latent-ebm-book"], check=True)
-import jebm_lite as jl
-from jebm_lite import viz
-card, PROFILE, DEVICE = jl.start_run("{TITLE}", seed=0)
-viz.set_style()
-''')
+nb.setup_cell()
 
 code(r'''
 import tempfile
@@ -627,9 +606,4 @@ card.finish()
 glue("ch04_wall_min", card.wall_time_s / 60, display=False)
 ''')
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
-nbformat.write(nb, "notebooks/04_joint_prior.ipynb")
-print(f"wrote notebooks/04_joint_prior.ipynb with {len(cells)} cells")
+nb.write("notebooks/04_joint_prior.ipynb")

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbgen import Chapter
 
 TITLE = "Chapter 5: The toy hierarchy: two 2-D layers on digits 0, 1, 2"
-cells = []
-
-
-def md(s: str) -> None:
-    cells.append(new_markdown_cell(s.strip("\n")))
-
-
-def code(s: str) -> None:
-    cells.append(new_code_cell(s.strip("\n")))
-
+nb = Chapter(TITLE)
+md, code = nb.md, nb.code
 
 md(r"""
 # Chapter 5: The toy hierarchy: two 2-D layers on digits 0, 1, 2
@@ -46,19 +37,7 @@ model). `cpu` profile: see {ref}`ch05-cost` at the end; the stored outputs come 
 :::
 """)
 
-code(f'''
-import importlib.util
-import subprocess
-import sys
-
-if importlib.util.find_spec("jebm_lite") is None:  # Colab / a fresh machine; a no-op here
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/jebm-lite/joint-latent-ebm-book"], check=True)
-import jebm_lite as jl
-from jebm_lite import viz
-card, PROFILE, DEVICE = jl.start_run("{TITLE}", seed=0)
-viz.set_style()
-''')
+nb.setup_cell()
 
 code(r"""
 import time
@@ -481,23 +460,9 @@ iteration count (`metrics.time_per_call`, median of repeated calls).
 
 code(r"""
 x_b = x_tr[:cfg_joint.train.batch_size]
-n_threads = torch.get_num_threads()
-torch.set_num_threads(1)
-cost = {}
-try:
-    for name in ("joint", "vlae"):
-        L_ = runs[name]["learner"]
-        L_.train()
-        state = {k: v.clone() for k, v in L_.state_dict().items()}
-        opt_state = {k: o.state_dict() for k, o in L_.optimizers.items()}
-        t = metrics.time_per_call(lambda m=L_: m.train_step(x_b, 0), repeat=3 if CI else 5, number=2)
-        L_.load_state_dict(state)  # timing steps must not change the model the chapter shows
-        for k, o in L_.optimizers.items():
-            o.load_state_dict(opt_state[k])
-        L_.eval()
-        cost[name] = t
-finally:
-    torch.set_num_threads(n_threads)
+# one thread; the learners are restored afterwards (timing must not change the models shown above)
+cost = {name: metrics.time_train_step(runs[name]["learner"], x_b, repeat=3 if CI else 5, number=2)
+        for name in ("joint", "vlae")}
 steps_cfg = cfg_joint.train.max_steps
 cost_table = pd.DataFrame({
     "stored training time (min)": [runs[k]["result"]["wall_time_s"] / 60 for k in ("joint", "vlae")],
@@ -629,12 +594,4 @@ card.finish()
 glue("ch05_wall_min", card.wall_time_s / 60, display=False)
 """)
 
-nb = new_notebook(
-    cells=cells,
-    metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    },
-)
-nbformat.write(nb, "notebooks/05_toy012.ipynb")
-print(f"wrote notebooks/05_toy012.ipynb with {len(cells)} cells")
+nb.write("notebooks/05_toy012.ipynb")

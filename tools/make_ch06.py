@@ -7,23 +7,11 @@
 
 from __future__ import annotations
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbgen import Chapter
 
 TITLE = "Chapter 6: Image modelling at full scale — SVHN, CelebA-64, CIFAR-10, and a colour stand-in"
-cells = []
-
-
-def md(s: str) -> None:
-    cells.append(new_markdown_cell(s.strip("\n")))
-
-
-def code(s: str, hide: bool = False) -> None:
-    c = new_code_cell(s.strip("\n"))
-    if hide:
-        c.metadata["tags"] = ["hide-input"]
-    cells.append(c)
-
+nb = Chapter(TITLE)
+md, code = nb.md, nb.code
 
 md(r"""
 # Chapter 6: Image modelling at full scale — SVHN, CelebA-64, CIFAR-10, and a colour stand-in
@@ -59,19 +47,7 @@ beside other jobs); executing this notebook on the finished run took
 :::
 """)
 
-code(f'''
-import importlib.util
-import subprocess
-import sys
-
-if importlib.util.find_spec("jebm_lite") is None:  # Colab / a fresh machine; a no-op here
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/jebm-lite/joint-latent-ebm-book"], check=True)
-import jebm_lite as jl
-from jebm_lite import viz
-card, PROFILE, DEVICE = jl.start_run("{TITLE}", seed=0)
-viz.set_style()
-''')
+nb.setup_cell()
 
 code(r"""
 import glob
@@ -632,12 +608,4 @@ card.finish()
 glue("ch06_wall_min", card.wall_time_s / 60, display=False)
 """)
 
-nb = new_notebook(
-    cells=cells,
-    metadata={
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    },
-)
-nbformat.write(nb, "notebooks/06_image_modelling.ipynb")
-print(f"wrote notebooks/06_image_modelling.ipynb with {len(cells)} cells")
+nb.write("notebooks/06_image_modelling.ipynb")

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbgen import Chapter
 
 TITLE = "Chapter 7: Robustness and the latent space"
-cells = []
-
-
-def md(s: str) -> None:
-    cells.append(new_markdown_cell(s.strip("\n")))
-
-
-def code(s: str, hide: bool = False) -> None:
-    c = new_code_cell(s.strip("\n"))
-    if hide:
-        c.metadata["tags"] = ["hide-input"]
-    cells.append(c)
-
+nb = Chapter(TITLE)
+md, code = nb.md, nb.code
 
 md(r"""
 # Chapter 7: Robustness and the latent space
@@ -57,19 +45,7 @@ in {ref}`ch07-cost`).
 :::
 """)
 
-code(f'''
-import importlib.util
-import subprocess
-import sys
-
-if importlib.util.find_spec("jebm_lite") is None:  # Colab / a fresh machine; a no-op here
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/jebm-lite/joint-latent-ebm-book"], check=True)
-import jebm_lite as jl
-from jebm_lite import viz
-card, PROFILE, DEVICE = jl.start_run("{TITLE}", seed=0)
-viz.set_style()
-''')
+nb.setup_cell()
 
 code(r'''
 import contextlib
@@ -952,9 +928,4 @@ card.finish()
 glue("ch07_wall_min", card.wall_time_s / 60, display=False)
 ''')
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
-nbformat.write(nb, "notebooks/07_robustness.ipynb")
-print(f"wrote notebooks/07_robustness.ipynb with {len(cells)} cells")
+nb.write("notebooks/07_robustness.ipynb")
