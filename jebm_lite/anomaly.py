@@ -11,7 +11,10 @@ Protocol (report 1.9, after MEG / LEBM, Kumar et al. 2019 / Pang et al. 2020)::
 
 The score is :func:`jebm_lite.objectives.log_joint` with the method's own prior: the joint EBM prior
 (f = f_alpha), VLAE (f = 0) or LEBM (f = f_alpha on one layer; z from posterior Langevin, since LEBM has no
-inference network). Tab. 7 (Fashion-MNIST in-distribution, MNIST out-of-distribution) uses the same score;
+inference network). The conditional hierarchies use their own prior instead of N(0, I): ``conditional``
+(LVAE/BIVA) scores -[log p(x | z_1) + log p_beta(z)] and ``cond_joint`` (CVPR 2023) scores
+-[log p(x | z_1) + sum_i f_i(z_i) + log p_beta(z)] (its ``log_joint``, the poster's "un-normalized
+log-posterior" decision function), z ~ q(z | x) (or posterior Langevin for ``model.posterior=langevin``). Tab. 7 (Fashion-MNIST in-distribution, MNIST out-of-distribution) uses the same score;
 :func:`ood_scores` also splits it per layer.
 
 Wiring a held-out digit into training: ``cfg.data.hold_out`` (presets ``mnist_anomaly_joint`` / ``_vlae`` /
@@ -33,6 +36,7 @@ from torch import Tensor, nn
 from . import objectives as obj
 from .data import TensorImageDataset, get_dataset
 from .metrics import auprc, auroc
+from .models.conditional import ConditionalHierarchy
 from .runtime import ConfigError
 
 __all__ = [
@@ -220,13 +224,19 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 def _kind(learner) -> str:
+    from .learners import ConditionalLearner, CondJointLearner
+
+    if isinstance(learner, (ConditionalLearner, CondJointLearner)):
+        # (other learners built on a ConditionalHierarchy have priors of their own: no score here)
+        # ConditionalLearner, CondJointLearner (amortized) -> q(z|x); CondJointLearner (langevin) -> Langevin
+        return "conditional_langevin" if getattr(learner, "posterior_mode", None) == "langevin" else "conditional"
     if hasattr(learner, "inference") and hasattr(learner, "posterior"):
         return "hierarchical"
     if hasattr(learner, "infer") and hasattr(learner, "prior"):
         return "lebm"
     raise ConfigError(
-        f"{type(learner).__name__} has no log-joint score here: use a joint / vlae (HierarchicalLearner) or "
-        "lebm (LEBMLearner) learner."
+        f"{type(learner).__name__} has no log-joint score here: use a joint / vlae (HierarchicalLearner), "
+        "lebm (LEBMLearner), conditional (ConditionalLearner) or cond_joint (CondJointLearner) learner."
     )
 
 
@@ -252,8 +262,35 @@ def _latents(learner, x: Tensor, use_mean: bool, rng: torch.Generator | None,
     return learner.prior.split(trace.z), None, None
 
 
+def _conditional_parts(learner, x: Tensor, use_mean: bool, rng, langevin_steps) -> dict[str, Tensor]:
+    """:func:`_score_parts` for a conditional hierarchy: -log p(x, z) = -log p(x | z_1) - sum_i f_i(z_i)
+    - log p_beta(z) (f = 0 for ``ConditionalLearner``), z ~ q(z | x) (or its top-down mean), or posterior
+    Langevin for ``CondJointLearner`` with ``model.posterior="langevin"``. Each entry ``(B,)``."""
+    model: ConditionalHierarchy = learner.model
+    energies = getattr(learner, "energies", None)
+    stats = None
+    if _kind(learner) == "conditional_langevin":
+        trace = learner.langevin_posterior(x, steps=langevin_steps, generator=rng)
+        zs = list(torch.split(trace.z, list(model.z_dims), dim=1))
+    else:
+        zs, stats = model.posterior(x, use_mean=use_mean, generator=rng)
+    rec = -model.log_px(x, zs[0])
+    lp = model.log_prior_layers(zs)  # (B, L), with constants
+    f_z = energies.f(zs) if energies is not None else torch.zeros_like(rec)
+    parts = {"score": rec - f_z - lp.sum(1), "rec": rec, "ebm": -f_z}
+    for i in range(lp.shape[1]):
+        parts[f"prior/{i + 1}"] = -lp[:, i]
+    if stats is not None:
+        for i, st in enumerate(stats):
+            parts[f"kl/{i + 1}"] = obj.kl_analytic(st["q_mu"], st["q_logvar"], st["p_mu"], st["p_logvar"])
+        parts["neg_elbo"] = rec + sum(parts[f"kl/{i + 1}"] for i in range(len(stats))) - f_z
+    return parts
+
+
 def _score_parts(learner, x: Tensor, use_mean: bool, rng, langevin_steps) -> dict[str, Tensor]:
     """One z per image: the additive parts of -log p(x, z) and the per-layer KLs, each ``(B,)``."""
+    if _kind(learner).startswith("conditional"):
+        return _conditional_parts(learner, x, use_mean, rng, langevin_steps)
     zs, mus, logvars = _latents(learner, x, use_mean, rng, langevin_steps)
     x_hat = learner.decode(zs)
     f_z = learner.prior.f(zs)
@@ -279,7 +316,7 @@ def _batched_parts(learner, x: Tensor, n_samples: int, use_mean: bool, batch_siz
         raise ValueError(f"x must be images (N, C, H, W), got shape {tuple(x.shape)}")
     dev = learner.device
     rng = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
-    reps = 1 if (use_mean and _kind(learner) == "hierarchical") else n_samples
+    reps = 1 if (use_mean and _kind(learner) in ("hierarchical", "conditional")) else n_samples
     out: dict[str, list[Tensor]] = {}
     with eval_mode(learner), torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -308,12 +345,16 @@ def anomaly_scores(
     log Z(alpha) dropped) with f = f_alpha for the joint prior and LEBM and f = 0 for VLAE. z is drawn from
     q_phi(z | x) (joint, VLAE; ``use_mean`` takes its mean instead) or by posterior Langevin from N(0, I)
     (LEBM, ``cfg.posterior_langevin``, ``langevin_steps`` to override; ``use_mean`` does not apply: LEBM has
-    no posterior mean in closed form). With ``n_samples > 1`` the score is
+    no posterior mean in closed form). Conditional hierarchies replace ``f(z) + log N(z; 0, I)`` by their
+    prior: ``log p_beta(z)`` (``ConditionalLearner``) or ``sum_i f_i(z_i) + log p_beta(z)``
+    (``CondJointLearner``, = ``-learner.log_joint(x, z)``), z ~ q(z | x) (``use_mean``: the top-down means)
+    or, for ``model.posterior="langevin"``, posterior Langevin. With ``n_samples > 1`` the score is
     the mean of -log p(x, z_s) over ``n_samples`` draws. Runs in eval mode, without gradients (LEBM's
     Langevin takes gradients with respect to z only), in batches of ``batch_size``.
 
     Args:
-        learner: a trained ``HierarchicalLearner`` (joint / vlae) or ``LEBMLearner``.
+        learner: a trained ``HierarchicalLearner`` (joint / vlae), ``LEBMLearner``, ``ConditionalLearner``
+            or ``CondJointLearner``.
         x: images ``(N, C, H, W)`` in [-1, 1], on any device.
         seed: seeds the draws of z (a ``torch.Generator`` on the learner's device).
     """
@@ -429,7 +470,10 @@ def ood_scores(
     * with an inference network (joint, VLAE) also ``kl/i`` = KL(q_phi(z_i | x) || N(0, I)) in closed form
       (how far layer i's code of x sits from the base prior: a per-layer OOD score that does not depend on
       the draw of z) and ``neg_elbo`` = rec + sum_i kl/i - f(z) (the training loss of Eqs. 11-12 per image,
-      closed-form KL).
+      closed-form KL);
+    * conditional hierarchies: ``prior/i`` = -log p_beta(z_i | z_{i+1}) (the top: -log N(z_L; 0, I)), ``ebm`` =
+      -sum_i f_i(z_i) (0 for ``ConditionalLearner``), ``kl/i`` = KL(q(z_i | z_{i+1}, x) || p_beta(z_i | z_{i+1}))
+      in closed form given the drawn z_{i+1}.
 
     The joint EBM reads all layers at once, so f has no per-layer split; its whole contribution is ``ebm``.
     """

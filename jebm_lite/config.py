@@ -58,6 +58,9 @@ class ModelConfig:
     sigma: float = 0.408  # likelihood std: x ~ N(g(z), sigma^2 I); Gfactor = 1 / (2 sigma^2)
     likelihood: str = "gaussian"  # gaussian | bernoulli (the conditional hierarchy only)
     free_bits: float = 0.0  # nats per layer kept out of the KL penalty (conditional hierarchy only)
+    # method cond_joint only: "amortized" (q(z|x) + prior Langevin, ICCV-style variational learning) or
+    # "langevin" (posterior and prior Langevin, no inference net: the hje joint-training script)
+    posterior: str = "amortized"
 
 
 @dataclass
@@ -113,11 +116,24 @@ class TrainConfig:
 
 
 @dataclass
+class DiffusionConfig:
+    """Method ``udiffusion`` (ICML 2024, :mod:`jebm_lite.diffusion_ebm`): EBM diffusion in the u-space of a
+    frozen, finished method-``conditional`` run. Ignored by the other methods."""
+
+    base_run: str | None = None  # run directory of the base (relative to the working directory)
+    T: int = 3  # diffusion levels = number of conditional EBMs (T = 1: the single-step latent EBM)
+    langevin_steps: int = 30  # recovery Langevin steps per level (reference: CelebA 30, CIFAR 50)
+    base_step: float = 2e-5  # s_t = (sigma_cum[t] / sigma_cum[0]) * base_step * sigma_{t+1}^2 (CelebA 2e-5)
+    t_dim: int = 32  # sinusoidal level-embedding size (reference CIFAR net: 128)
+    zero_init: bool = False  # energies start at f = 0 (needs ebm.spectral_norm=false; not in the reference)
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one run needs; stored as ``config.json`` in the run directory."""
 
     name: str = "experiment"
-    method: str = "joint"  # joint | vlae | lebm | conditional
+    method: str = "joint"  # joint | vlae | lebm | conditional | cond_joint | udiffusion (see config.METHODS)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ebm: EBMConfig = field(default_factory=EBMConfig)
@@ -127,6 +143,7 @@ class ExperimentConfig:
     )
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     profile: str = "cpu"  # the profile whose preset built this config
 
 
@@ -298,11 +315,23 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("model.z_dims must be positive")
     if cfg.ebm.nef < 0 or cfg.ebm.layers < 1:
         raise ConfigError("ebm.nef must be >= 0 and ebm.layers >= 1")
+    if cfg.model.posterior not in POSTERIORS:
+        raise ConfigError(f"model.posterior={cfg.model.posterior!r} is not one of {', '.join(POSTERIORS)} "
+                          "(method cond_joint: model.posterior=amortized or model.posterior=langevin)")
     if cfg.train.ckpt_every < 1 or cfg.train.log_every < 1:
         raise ConfigError("train.ckpt_every and train.log_every must be >= 1")
     if cfg.data.hold_out is not None and (cfg.data.name != "mnist" or not 0 <= cfg.data.hold_out <= 9):
         raise ConfigError(f"data.hold_out={cfg.data.hold_out!r} needs data.name='mnist' and a digit 0-9 "
                           "(the anomaly-detection protocol holds out one MNIST digit)")
+    dc = cfg.diffusion
+    if not 1 <= dc.T <= 100 or dc.langevin_steps < 0 or dc.base_step <= 0 or dc.t_dim < 2 or dc.t_dim % 2:
+        raise ConfigError("diffusion.T must be in 1..100, diffusion.langevin_steps >= 0, diffusion.base_step > 0 "
+                          f"and diffusion.t_dim even >= 2 (got {dc})")
+    if cfg.method == "udiffusion" and cfg.ebm.nef < 1:
+        raise ConfigError("method='udiffusion' needs energy networks: set ebm.nef >= 1")
+    if cfg.method == "udiffusion" and dc.zero_init and cfg.ebm.spectral_norm:
+        raise ConfigError("diffusion.zero_init=true needs ebm.spectral_norm=false (a zero matrix has no spectral "
+                          "normalisation)")
 
 
 def config_from_json(text_or_dict: str | dict) -> ExperimentConfig:
@@ -317,7 +346,8 @@ def config_from_json(text_or_dict: str | dict) -> ExperimentConfig:
 # Presets: one base config per experiment, plus dotted overrides per profile
 # ----------------------------------------------------------------------------------------------
 
-METHODS = ("joint", "vlae", "lebm", "conditional")
+METHODS = ("joint", "vlae", "lebm", "conditional", "cond_joint", "udiffusion")
+POSTERIORS = ("amortized", "langevin")  # model.posterior of method cond_joint
 
 _PRESETS: dict[str, dict[str, Any]] = {}
 _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
@@ -445,3 +475,88 @@ register("mnist_anomaly_lebm", {**_MNIST_ANOMALY, "method": "lebm", "model.prese
 register("svhn4_standin_joint", {**_SVHN4, "data.name": "colour_mnist", "data.split": "train",
                                  "optim.lr_e": 2e-4, "train.max_steps": 60000}, _BIG_PROFILES)
 # ---- END SVHN stand-in preset ------------------------------------------------------------------
+
+# ---- BEGIN disentanglement presets (issue 9, paper Tab. 8; jebm_lite.data.factors, jebm_lite.disentangle) --
+# The paper trains on 3D Shapes with pro-VLAE's networks and latent sizes; here the download-free ``factors``
+# stand-in (32x32 RGB shapes, seven known factors) with the MNIST-family layout (``factors_small``: three
+# layers of 3 units, [inferred]) and the MNIST family's EBM settings. Images are rendered per batch
+# (``data.on_device=False``: 60 k rendered RGB images would hold ~0.7 GB).
+_FACTORS = {**_MNIST_JOINT, "data.name": "factors", "data.download": False, "data.on_device": False,
+            "model.preset": "factors_small"}
+register("factors_joint", _FACTORS, _MNIST_PROFILES)
+register("factors_vlae", {**_FACTORS, "method": "vlae", "ebm.nef": 0}, _MNIST_PROFILES)
+# ---- END disentanglement presets ----------------------------------------------------------------
+
+# ---- BEGIN CVPR 2023 presets (issue 9) --------------------------------------------------------
+# The CVPR 2023 joint EBM prior on a conditional-Gaussian hierarchy (poster; reference 5.1-5.3; method
+# cond_joint, jebm_lite.models.cond_ebm) and its Gaussian-prior baseline (method conditional), on the anomaly
+# split (data.hold_out, as the mnist_anomaly_* presets) and on full MNIST. Choices marked [inferred]:
+# * three layers z_dims (16, 8, 4) and hidden 128 [inferred] (report 5.3 suggests z2 of 16-32 and z1 of 32-64
+#   for a 2-layer model at 32x32 on a GPU). Hidden 128, not 256: the cost of cond_joint is the 60 eps-space
+#   prior Langevin steps, each a forward + backward through the prior nets (width = hidden), so the width is
+#   what sets it (256 cost 0.20 s CPU / 0.30 s wall per iteration, too close to the 0.3 s budget);
+# * Gaussian likelihood with sigma 0.3 (as the hje CIFAR script and the MNIST joint presets), no free bits;
+# * the optimiser of mnist_conditional (Adam 1e-3, betas (0.9, 0.999), no weight decay) [inferred];
+# * energies (cond_joint): one MLP per layer, nef 50, 2 hidden layers, LReLU, no spectral norm (hje: none),
+#   lr_e 2e-4 (the MNIST family's value; hje's CIFAR 2e-5 is tuned for 50 k iterations), prior Langevin 60 steps
+#   at s = 0.4 in eps-space (hje: 60 at 0.4; ci profile: 10), model.posterior=amortized (the book's default;
+#   model.posterior=langevin gives the hje joint training with the posterior Langevin below, reference 40 at 0.1).
+# Cost of one training iteration, batch 100, 1 thread (OMP_NUM_THREADS=1; median of 20 on the 2-core dev
+# machine shared with background training, load ~4.7, so wall > CPU time): conditional 0.011 s CPU / 0.017 s
+# wall; cond_joint (amortized) 0.14 s CPU / 0.21 s wall (1500 iterations ~ 5 min); cond_joint with
+# model.posterior=langevin (40 posterior steps) 0.29 s CPU / 0.44 s wall. A 600-iteration check of
+# mnist_anomaly_cond_joint (cpu profile, seed 0): stable, mse 0.27 -> 0.12, f(z+) - f(z-) ~ 1.1 at the end (the
+# prior still lags the codes), AUPRC 0.30 for digit 1 on 2000 test images (not the protocol; no tuning done).
+_COND_CVPR = {
+    "method": "conditional", "data.name": "mnist", "data.download": True, "model.preset": "conditional3",
+    "model.z_dims": (16, 8, 4), "model.hidden": 128, "model.likelihood": "gaussian", "model.sigma": 0.3,
+    "model.free_bits": 0.0, "ebm.nef": 0, "optim.lr_g": 1e-3, "optim.betas_g": (0.9, 0.999),
+    "optim.weight_decay_g": 0.0,
+}
+_COND_JOINT_CVPR = {
+    **_COND_CVPR, "method": "cond_joint", "model.posterior": "amortized",
+    "ebm.nef": 50, "ebm.layers": 2, "ebm.activation": "lrelu", "ebm.spectral_norm": False, "optim.lr_e": 2e-4,
+    "prior_langevin.steps": 60, "prior_langevin.step_size": 0.4,
+    "posterior_langevin.steps": 40, "posterior_langevin.step_size": 0.1,
+}
+register("mnist_anomaly_conditional", {**_COND_CVPR, "data.hold_out": 1}, _MNIST_PROFILES)
+register("mnist_anomaly_cond_joint", {**_COND_JOINT_CVPR, "data.hold_out": 1}, _MNIST_PROFILES)
+register("mnist_cond_joint", _COND_JOINT_CVPR, _MNIST_PROFILES)
+# ---- END CVPR 2023 presets ----------------------------------------------------------------------
+
+# ---- BEGIN ICML 2024 presets (issue 9) --------------------------------------------------------
+# Latent-space hierarchical EBM diffusion in u-space (Cui & Han 2024; method udiffusion,
+# jebm_lite.diffusion_ebm; reference report 6.1-6.3), two-stage: the energies are learned on the FROZEN
+# finished base run of ``mnist_anomaly_conditional`` (same data: MNIST, data.hold_out=1; the model.* keys
+# below only restate the base preset, the networks come from the base run). ``diffusion.base_run`` defaults
+# to the book's base run ``runs/mnist_anomaly_conditional-h1-s1500-cpu`` (relative to ``notebooks/``; train
+# it with ``python -m jebm_lite train mnist_anomaly_conditional --out runs/mnist_anomaly_conditional-h1-s1500-cpu
+# train.max_steps=1500``); the ``ci`` profile passes its own temporary base run by override.
+# Choices: one energy MLP per layer f_i(z_i, t), nef 64, 2 hidden layers, SiLU (report 6.1), t-embedding 32;
+# T = 3 with the reference schedule; 30 recovery-Langevin steps (the reference's CelebA setting); base_step
+# 1e-5, so that s_t is ~1e-3 at the top level (report 6.3: s_2 = 9.6e-4, s_1 = 5.9e-4, s_0 = 4.8e-6). T = 1
+# (the single-step latent EBM on the same u-space, sampled from N(0, I)) uses base_step 1e-3: the same top
+# step s_0 = 1e-3. Adam betas (0.99, 0.999) and weight decay 3e-5 as the reference.
+# Deviations [measured; one 1500-iteration run each on a 1500-step base, classifier-feature Frechet distance
+# of 2000 decoded samples to training images; base Gaussian prior 109, base reconstructions 41]:
+# * lr_e 1e-3, not the reference's 4e-5 (200 epochs of a conv net): 1e-4 left the samples worse than the
+#   base's Gaussian prior after 600 iterations (spectral-normed nets; u-space FD 0.94 vs 0.73); 1e-3 beat it (0.62).
+# * no spectral norm, energies zero-initialised (diffusion.zero_init; the reference normalises every layer):
+#   a random 1-Lipschitz f moves a 28-d code by up to 1/2 per step, so the untrained sampler starts far from
+#   the base prior; with f = 0 it starts AT the base prior. T = 3: FD 106 (SN) -> 73; T = 1: 92 -> 68.
+#   The reference architecture: ``ebm.spectral_norm=true diffusion.zero_init=false``.
+# * At this budget T = 1 (68) was not worse than T = 3 (73); a likely cause: the 1/s_t loss weights make level 0
+#   dominate (s_2 / s_0 ~ 200), so the upper levels learn slowly (seen per level on a 2-mode toy).
+# Cost of one training iteration, batch 100, 1 thread, base z_dims (16, 8, 4) hidden 256 (metrics.time_train_step,
+# median of 20, the 2-core dev machine shared with background training): T = 3 0.14 s, T = 1 0.12 s (30 steps
+# per level; 10 steps: 0.065 s), i.e. ~7 min for the cpu profile's 3000 iterations.
+_UDIFF = {
+    **_COND_CVPR, "data.hold_out": 1, "method": "udiffusion",
+    "diffusion.base_run": "runs/mnist_anomaly_conditional-h1-s1500-cpu", "diffusion.T": 3,
+    "diffusion.langevin_steps": 30, "diffusion.base_step": 1e-5, "diffusion.t_dim": 32, "diffusion.zero_init": True,
+    "ebm.nef": 64, "ebm.layers": 2, "ebm.activation": "silu", "ebm.spectral_norm": False,
+    "optim.lr_e": 1e-3, "optim.betas_e": (0.99, 0.999), "optim.weight_decay_e": 3e-5,
+}
+register("mnist_anomaly_udiff_t3", _UDIFF, _MNIST_PROFILES)
+register("mnist_anomaly_udiff_t1", {**_UDIFF, "diffusion.T": 1, "diffusion.base_step": 1e-3}, _MNIST_PROFILES)
+# ---- END ICML 2024 presets ----------------------------------------------------------------------

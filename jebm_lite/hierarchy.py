@@ -13,6 +13,12 @@ Two kinds of hierarchy appear in the book:
   p_alpha(z_S | z_{-S}) started from N(0, I) (paper Sec. 5.1: "sampling the latent code of one layer while
   keeping other layers fixed").
 
+The CVPR 2023 joint prior on the conditional hierarchy (:class:`~jebm_lite.learners.CondJointLearner`, per-layer
+energies ``learner.energies``) keeps the conditional kind's state, the eps list, but its samples and redraws
+are short-run Langevin chains in eps-space (:mod:`jebm_lite.models.cond_ebm`): the prior of the state is
+``p(eps) ∝ exp(sum_i f_i(T(eps)_i)) N(eps; 0, I)``, not N(0, I). :func:`conditional_resample_stats` measures the
+poster's hierarchical sampling on either conditional learner.
+
 Every function takes the learner and works on either kind. Layer lists are ordered bottom to top; layer
 indices are code indices (0 = z_1, the bottom layer). Images are in [-1, 1]; pixel variances are reported on
 the [0, 1] scale (the scale of :func:`jebm_lite.metrics.reconstruction_mse`).
@@ -41,6 +47,7 @@ __all__ = [
     "sweep_class_changes",
     "unit_sweep_stats",
     "bottom_layer_gibbs",
+    "conditional_resample_stats",
 ]
 
 
@@ -83,6 +90,14 @@ def layer_groups(L: int, n_groups: int = 3, names: Sequence[str] = ("bottom", "m
     return out
 
 
+def _cond_energies(learner: nn.Module):
+    """The per-layer energies of a conditional hierarchy with the CVPR 2023 joint prior, else ``None``."""
+    from .models.cond_ebm import LayerEnergies
+
+    energies = getattr(learner, "energies", None) if is_conditional(learner) else None
+    return energies if isinstance(energies, LayerEnergies) else None
+
+
 def _randn_like_layers(learner: nn.Module, n: int, generator: torch.Generator | None) -> list[Tensor]:
     dev = _device(learner)
     return [torch.randn(n, d, device=dev, generator=generator) for d in learner.z_dims]
@@ -92,10 +107,13 @@ def _randn_like_layers(learner: nn.Module, n: int, generator: torch.Generator | 
 def sample_state(learner: nn.Module, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
     """``n`` fresh samples of the model's state, a per-layer list ``[(n, d_i)]`` bottom to top.
 
-    Conditional hierarchy: the noises ``eps_i ~ N(0, I)``. VLAE: ``z ~ N(0, I)``. Joint EBM prior: the prior
-    Langevin of the learner's config (paper Eq. 14) from N(0, I) draws.
+    Conditional hierarchy: the noises ``eps_i ~ N(0, I)``; with per-layer energies (``cond_joint``) the
+    eps-space prior Langevin of the learner's config from those draws. VLAE: ``z ~ N(0, I)``. Joint EBM prior:
+    the prior Langevin of the learner's config (paper Eq. 14) from N(0, I) draws.
     """
     eps = _randn_like_layers(learner, n, generator)
+    if _cond_energies(learner) is not None:
+        return learner.prior_sample(n, eps0=eps, generator=generator)[1]
     if is_conditional(learner) or getattr(learner, "prior", None) is None or learner.prior.energy is None:
         return eps
     return _langevin_layers(learner, eps, tuple(range(n_layers(learner))))
@@ -131,11 +149,20 @@ def resample_layers(
     """A copy of ``state`` with the layers ``layers`` redrawn and every other layer kept.
 
     Conditional hierarchy: new ``eps_i ~ N(0, I)`` for ``i`` in ``layers`` (the reparameterised top-down
-    sampler then changes z_i and every z below it). VLAE: new ``z_i ~ N(0, I)``. Joint EBM prior: new z_S by
-    Langevin on p_alpha(z_S | z_{-S}) from N(0, I) (the learner's ``prior_langevin`` settings).
+    sampler then changes z_i and every z below it); with per-layer energies (``cond_joint``) followed by
+    eps-space Langevin on those eps (:func:`~jebm_lite.models.cond_ebm.resample_layers_eps`). VLAE: new
+    ``z_i ~ N(0, I)``. Joint EBM prior: new z_S by Langevin on p_alpha(z_S | z_{-S}) from N(0, I) (the
+    learner's ``prior_langevin`` settings).
     """
     state = [s.detach() for s in state]
     layers = tuple(range(len(state))[i] for i in layers)
+    energies = _cond_energies(learner)
+    if energies is not None:
+        from .models.cond_ebm import resample_layers_eps
+
+        lc = learner.cfg.prior_langevin
+        return resample_layers_eps(learner.model, energies, state, layers, lc.steps, lc.step_size,
+                                   noise=lc.noise, generator=generator)[1]
     new = list(state)
     for i in layers:
         new[i] = torch.randn(state[i].shape, device=state[i].device, generator=generator)
@@ -483,3 +510,74 @@ def bottom_layer_gibbs(
         else:
             x = mean + model.sigma * torch.randn(mean.shape, device=mean.device, generator=generator)
     return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# The CVPR 2023 poster's hierarchical sampling, measured (conditional hierarchies)
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def conditional_resample_stats(
+    learner: nn.Module,
+    classifier: Callable[[Tensor], Tensor],
+    n: int = 256,
+    steps: int | None = None,
+    seed: int = 0,
+    batch: int = 256,
+) -> list[dict[str, float]]:
+    """What each layer of a conditional hierarchy controls: redraw its eps, decode, classify (CVPR 2023 poster).
+
+    ``n`` prior states are drawn: exact ``eps ~ N(0, I)`` for a ``ConditionalLearner``; eps-space prior
+    Langevin (:func:`~jebm_lite.models.cond_ebm.sample_prior_eps`, ``steps`` or ``cfg.prior_langevin.steps``)
+    for a ``CondJointLearner``. For each layer k (code index, 0 = z_1) two redraws are decoded
+    (:func:`~jebm_lite.models.cond_ebm.resample_layers_eps`, the same ``steps``; exact for f = 0):
+
+    * layer k's eps alone, the layers above and below held (as :func:`resample_stats`);
+    * every layer <= k, the layers above held: the poster's reading ("latent vectors are sampled from the
+      bottom layers to the top layers"); for the top layer it redraws everything.
+
+    Args:
+        learner: ``ConditionalLearner`` or ``CondJointLearner``.
+        classifier: ``images (B, C, H, W) in [-1, 1] -> logits (B, K)``, e.g. a digit classifier.
+        n: number of prior states.
+        steps: Langevin steps of the prior draws and redraws (``cond_joint`` only).
+        seed: seeds one ``torch.Generator`` for every draw and the Langevin noise.
+        batch: states per chunk.
+
+    Returns:
+        one dict per layer, bottom to top: ``layer`` (1-based, as z_1 .. z_L), ``class_change`` /
+        ``pixel_dist`` (redrawing layer k alone) and ``class_change_upto`` / ``pixel_dist_upto`` (layers
+        1..k): the share of samples whose predicted class (argmax) differs from that of the original sample,
+        and the mean absolute pixel difference to it on the [0, 1] scale.
+    """
+    if not is_conditional(learner):
+        raise TypeError("conditional_resample_stats needs a conditional hierarchy (ConditionalLearner / "
+                        "CondJointLearner); use resample_stats for the architectural hierarchy")
+    from .models.cond_ebm import resample_layers_eps, sample_prior_eps
+
+    model: ConditionalHierarchy = learner.model
+    energies = _cond_energies(learner)
+    lc = getattr(getattr(learner, "cfg", None), "prior_langevin", None)
+    steps = int(steps) if steps is not None else (lc.steps if lc is not None else 0)
+    step_size = lc.step_size if lc is not None else 0.1
+    noise = lc.noise if lc is not None else True
+    gen = torch.Generator(device=_device(learner)).manual_seed(seed)
+    L = n_layers(learner)
+    sums = {k: [0.0, 0.0, 0.0, 0.0] for k in range(L)}
+    done = 0
+    while done < n:
+        b = min(batch, n - done)
+        zs, eps, _ = sample_prior_eps(model, energies, b, steps, step_size, noise=noise, generator=gen)
+        x0 = model.decode(zs[0])
+        c0 = classifier(x0).argmax(1)
+        for k in range(L):
+            for j, layers in enumerate(((k,), tuple(range(k + 1)))):
+                new_zs, _ = resample_layers_eps(model, energies, eps, layers, steps, step_size, noise=noise,
+                                                generator=gen)
+                x = model.decode(new_zs[0])
+                sums[k][2 * j] += float((classifier(x).argmax(1) != c0).float().sum())
+                sums[k][2 * j + 1] += float(((x - x0).abs() / 2).flatten(1).mean(1).sum())
+        done += b
+    return [{"layer": k + 1, "class_change": sums[k][0] / n, "pixel_dist": sums[k][1] / n,
+             "class_change_upto": sums[k][2] / n, "pixel_dist_upto": sums[k][3] / n} for k in range(L)]

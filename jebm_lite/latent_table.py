@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .config import get_config, to_dict
-from .runs import read_json, run_experiment, write_json_atomic
+from .runs import config_diff, read_json, run_experiment, write_json_atomic
 from .runtime import ConfigError, device_name, get_device, get_profile, git_commit, seed_everything
 
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
@@ -113,7 +113,7 @@ def run_cell(
     out = result_path(results_dir, dataset, method, seed, cfg.profile)
     if out.exists() and not force:
         rec = read_json(out)
-        if rec.get("config") == to_dict(cfg):
+        if "config" in rec and not config_diff(rec["config"], cfg, ignore=()):  # fields added later: defaults
             return rec
     dev = get_device(device if device is not None else cfg.train.device)
     t0 = time.perf_counter()

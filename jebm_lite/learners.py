@@ -6,6 +6,8 @@
 | ``vlae``      | the same networks, N(0, I) prior        | the ELBO (Zhao et al. 2017)                     |
 | ``lebm``      | one-layer G + latent EBM, no q          | prior and posterior Langevin (Pang et al. 2020) |
 | ``conditional`` | LVAE/BIVA-style conditional hierarchy | the ELBO with free bits                         |
+| ``cond_joint`` | the conditional hierarchy + one EBM per layer (CVPR 2023) | ``amortized``: q + eps-space prior Langevin, one loss; ``langevin``: posterior + prior Langevin (hje) |
+| ``udiffusion`` | a frozen finished ``conditional`` run + one f_i(z_i, t) per layer (ICML 2024) | DRL in u-space, recovery Langevin (``jebm_lite.diffusion_ebm``) |
 
 The :class:`~jebm_lite.trainer.Trainer` calls ``train_step`` once per batch; chapters call
 ``encode`` / ``sample`` / ``reconstruct`` on a trained learner.
@@ -20,13 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from . import objectives as obj
-from .config import ExperimentConfig
+from .config import POSTERIORS, ExperimentConfig
 from .data import image_shape as dataset_image_shape
-from .models.conditional import ConditionalHierarchy
+from .diffusion_ebm import UDiffusionLearner
+from .models.cond_ebm import LayerEnergies, log_prior_unnorm, sample_prior_eps
+from .models.conditional import CONDITIONAL_DEFAULTS, ConditionalHierarchy
 from .models.ebm import JointEBMPrior
 from .models.hierarchical import build_hierarchical
 from .runtime import ConfigError
-from .sampling import LangevinTrace, sample_posterior, sample_prior
+from .sampling import LangevinTrace, langevin, sample_posterior, sample_prior
 from .trainer import Learner
 
 
@@ -314,11 +318,216 @@ class ConditionalLearner(Learner):
         return self.model.sample(eps)[1]
 
 
+class CondJointLearner(Learner):
+    """The CVPR 2023 joint EBM prior on a conditional-Gaussian hierarchy (``method="cond_joint"``).
+
+    Prior (poster): ``p(z) ∝ exp(sum_i f_i(z_i)) prod_{i<L} p_beta(z_i | z_{i+1}) N(z_L; 0, I)``, decoder
+    p(x | z_1); networks: a :class:`~jebm_lite.models.conditional.ConditionalHierarchy` (``model``) and one
+    energy MLP per layer (``energies``, :class:`~jebm_lite.models.cond_ebm.LayerEnergies`). Negative samples
+    z- come from eps-space prior Langevin (:func:`~jebm_lite.models.cond_ebm.sample_prior_eps`, started from
+    N(0, I), ``cfg.prior_langevin``), detached. Two modes (``cfg.model.posterior``):
+
+    * ``"amortized"`` (default; ICCV-style variational learning of this prior): z+ ~ q(z | x)
+      reparameterised and one loss, one backward, two Adam steps::
+
+          L = -mean_b[log p(x|z1+) + sum_i f_i(z_i+) + log p_beta(z+) - log q(z+|x)] + mean_b[sum_i f_i(z_i-) + log p_beta(z-)]
+
+      Which term reaches which parameters: the decoder gets -log p(x|z1+) only; the inference nets
+      (bottom-up, ``q_top``, ``q_heads``) get the reparameterised gradient of the whole first bracket
+      (the ELBO with the unnormalised joint prior: log Z(alpha, beta) does not depend on q); the energies
+      get ``mean f(z-) - mean f(z+)`` (the EBM loss of paper Eq. 10); the prior heads ``p_heads`` get
+      ``mean log p_beta(z-) - mean log p_beta(z+)``: p_beta sits inside the normalised prior, so
+      d log Z / d beta = E_prior[d log p_beta(z) / d beta] and the contrast is the MLE gradient (reference
+      5.1). The top-down features ``p_features`` are shared by p and q (LVAE), so they get that contrast
+      plus q's part of the ELBO gradient. Optimisers: ``"g"`` (the whole ConditionalHierarchy; ``optim.lr_g``
+      ...) and ``"e"`` (the energies; ``optim.lr_e`` ...).
+    * ``"langevin"`` (the hje joint-training script, reference 5.1): z+ by posterior Langevin on
+      (z_1 .. z_L) jointly from N(0, I) with target ``log p(x|z1) + sum_i f_i(z_i) + log p_beta(z)``
+      (``cfg.posterior_langevin``), detached; updates: decoder on ``-mean log p(x|z1+)``, prior nets on
+      ``mean log p_beta(z-) - mean log p_beta(z+)``, energies on ``mean f(z-) - mean f(z+)`` (one backward:
+      the three losses reach disjoint parameters). The inference nets are **unused** (not in any optimiser;
+      they stay at their initial values).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        shape = dataset_image_shape(cfg.data.name)
+        if cfg.model.preset not in CONDITIONAL_DEFAULTS:
+            raise ConfigError(
+                f"method='cond_joint' needs a conditional hierarchy, got model.preset={cfg.model.preset!r}; "
+                f"use model.preset={' or model.preset='.join(CONDITIONAL_DEFAULTS)} (e.g. preset mnist_cond_joint)."
+            )
+        if cfg.ebm.nef == 0:
+            raise ConfigError(
+                "method='cond_joint' needs per-layer energies: set ebm.nef > 0 (e.g. ebm.nef=50), or use "
+                "method=conditional for the conditional hierarchy with its Gaussian prior alone."
+            )
+        if cfg.model.posterior not in POSTERIORS:
+            raise ConfigError(f"model.posterior={cfg.model.posterior!r} is not one of {', '.join(POSTERIORS)}; "
+                              "use model.posterior=amortized or model.posterior=langevin.")
+        self.model = ConditionalHierarchy.from_config(cfg.model, shape)
+        self.z_dims = tuple(self.model.z_dims)
+        self.energies = LayerEnergies.from_config(self.z_dims, cfg.ebm)
+        self.posterior_mode = cfg.model.posterior
+        self.to(device)
+        o = cfg.optim
+        self.optimizers = {
+            "g": _adam(self._g_params(), o.lr_g, o.betas_g, o.weight_decay_g),
+            "e": _adam(self.energies.parameters(), o.lr_e, o.betas_e, o.weight_decay_e),
+        }
+        self.schedulers = {
+            k: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=o.lr_decay) for k, opt in self.optimizers.items()
+        }
+
+    def _g_params(self) -> list[nn.Parameter]:
+        """What optimiser ``"g"`` updates: the whole hierarchy, or (``"langevin"``) decoder + prior nets."""
+        m = self.model
+        if self.posterior_mode == "langevin":
+            return [*m.decoder.parameters(), *m.p_features.parameters(), *m.p_heads.parameters()]
+        return list(m.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- samplers ---------------------------------------------------------------------------------
+    def prior_sample(self, n: int, steps: int | None = None, step_size: float | None = None,
+                     eps0: list[Tensor] | None = None, record: bool = False,
+                     generator: torch.Generator | None = None):
+        """Eps-space prior Langevin (``cfg.prior_langevin`` unless overridden): ``(zs, eps, trace)``,
+        see :func:`~jebm_lite.models.cond_ebm.sample_prior_eps`; ``zs``, ``eps``: ``[(n, d_i)]`` bottom to top."""
+        lc = self.cfg.prior_langevin
+        return sample_prior_eps(self.model, self.energies, n, lc.steps if steps is None else int(steps),
+                                lc.step_size if step_size is None else step_size, eps0=eps0, record=record,
+                                noise=lc.noise, generator=generator)
+
+    def langevin_posterior(self, x: Tensor, steps: int | None = None, record: bool = False,
+                           generator: torch.Generator | None = None) -> LangevinTrace:
+        """Posterior Langevin on (z_1 .. z_L) jointly from N(0, I) (reference 5.1; ``cfg.posterior_langevin``).
+
+        Target ``log p(x | z_1) + sum_i f_i(z_i) + log p_beta(z)`` (:meth:`log_joint`). ``x: (B, C, H, W)``;
+        ``trace.z: (B, sum z_dims)`` (split with ``torch.split(trace.z, z_dims, 1)``), detached.
+        """
+        lc = self.cfg.posterior_langevin
+        sizes = list(self.z_dims)
+        z0 = torch.randn(x.shape[0], sum(sizes), device=x.device, generator=generator)
+        return langevin(lambda u: self.log_joint(x, list(torch.split(u, sizes, dim=1))), z0,
+                        lc.steps if steps is None else int(steps), lc.step_size, noise=lc.noise, record=record,
+                        generator=generator)
+
+    def log_joint(self, x: Tensor, zs: list[Tensor]) -> Tensor:
+        """Unnormalised log p(x, z) = log p(x | z_1) + sum_i f_i(z_i) + log p_beta(z), ``(B,)``.
+
+        The CVPR anomaly decision function (poster: "un-normalized log-posterior"; log Z dropped, a constant
+        of the model). ``x: (B, C, H, W)``, ``zs: [(B, d_i)]`` bottom to top. Differentiable.
+        """
+        return self.model.log_px(x, zs[0]) + log_prior_unnorm(self.model, self.energies, zs)
+
+    # -- one iteration ------------------------------------------------------------------------------
+    def amortized_loss(self, x: Tensor, zs_neg: list[Tensor]) -> tuple[Tensor, dict]:
+        """The ``"amortized"`` loss L of the class docstring for ``x: (B, C, H, W)`` and detached prior
+        samples ``zs_neg: [(B', d_i)]``. Returns ``(L, info)``; ``info`` holds the posterior draws ``zs``
+        (detached), ``log_px``, ``f_pos``, ``f_neg``, ``lp_pos``, ``lp_neg`` (``(B,)`` / ``(B',)``, detached)
+        and ``kl`` (``(B, L)``: per-layer log q - log p_beta at z+, detached)."""
+        model = self.model
+        zs, stats = model.posterior(x)
+        log_px = model.log_px(x, zs[0])
+        log_q = torch.stack([obj.gaussian_log_prob(z, s["q_mu"], s["q_logvar"]) for z, s in zip(zs, stats)], 1)
+        # log p_beta(z_i | z_{i+1}) with the p_mu / p_logvar q already computed on the same draw (top: N(0, I))
+        lp = torch.stack([obj.gaussian_log_prob(z, s["p_mu"], s["p_logvar"]) for z, s in zip(zs, stats)], 1)
+        f_pos = self.energies.f(zs)
+        f_neg = self.energies.f(zs_neg)
+        lp_neg = model.log_prior(zs_neg)
+        elbo = log_px + f_pos + lp.sum(1) - log_q.sum(1)
+        loss = -elbo.mean() + (f_neg + lp_neg).mean()
+        info = dict(zs=[z.detach() for z in zs], log_px=log_px.detach(), f_pos=f_pos.detach(),
+                    f_neg=f_neg.detach(), lp_pos=lp.sum(1).detach(), lp_neg=lp_neg.detach(),
+                    kl=(log_q - lp).detach())
+        return loss, info
+
+    def train_step(self, x: Tensor, step: int) -> dict[str, float]:
+        lc = self.cfg.prior_langevin
+        zs_neg, _, trace = sample_prior_eps(self.model, self.energies, x.shape[0], lc.steps, lc.step_size,
+                                            noise=lc.noise)
+        opt_g, opt_e = self.optimizers["g"], self.optimizers["e"]
+        metrics: dict[str, float] = {}
+        if self.posterior_mode == "amortized":
+            loss, info = self.amortized_loss(x, zs_neg)
+            zs_pos, log_px, f_pos, f_neg = info["zs"], info["log_px"], info["f_pos"], info["f_neg"]
+            lp_pos, lp_neg = info["lp_pos"], info["lp_neg"]
+            for i in range(len(self.z_dims)):
+                metrics[f"kl/{i + 1}"] = float(info["kl"][:, i].mean())
+        else:
+            post = self.langevin_posterior(x)
+            zs_pos = list(torch.split(post.z, list(self.z_dims), dim=1))
+            log_px_t = self.model.log_px(x, zs_pos[0])
+            lp_layers = self.model.log_prior_layers(zs_pos)
+            lp_neg_t = self.model.log_prior(zs_neg)
+            f_pos_t, f_neg_t = self.energies.f(zs_pos), self.energies.f(zs_neg)
+            # three losses on disjoint parameters: decoder | prior nets (MLE contrast) | energies (Eq. 10)
+            prior_loss = lp_neg_t.mean() - lp_layers.sum(1).mean()
+            loss = -log_px_t.mean() + prior_loss + obj.ebm_loss(f_neg_t, f_pos_t)
+            log_px, f_pos, f_neg = log_px_t.detach(), f_pos_t.detach(), f_neg_t.detach()
+            lp_pos, lp_neg = lp_layers.sum(1).detach(), lp_neg_t.detach()
+            for i in range(len(self.z_dims)):
+                metrics[f"log_pbeta/{i + 1}"] = float(lp_layers[:, i].detach().mean())
+            metrics["prior_loss"] = float(prior_loss.detach())
+            metrics["post_langevin/grad_norm"] = float(post.grad_norm[-1]) if len(post.grad_norm) else 0.0
+        opt_g.zero_grad(set_to_none=True)
+        opt_e.zero_grad(set_to_none=True)
+        loss.backward()
+        g_params = opt_g.param_groups[0]["params"]
+        self.sync_grads(g_params)
+        self.sync_grads(list(self.energies.parameters()))
+        if self.cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(g_params, self.cfg.optim.grad_clip)
+        opt_g.step()
+        opt_e.step()
+        with torch.no_grad():
+            mse = float(((self.model.decode(zs_pos[0]) - x) ** 2).mean())
+        metrics.update({
+            "loss": float(loss.detach()), "nll": float(-log_px.mean()), "mse": mse,
+            "e_loss": float(f_neg.mean() - f_pos.mean()),
+            "energy/prior": float(f_neg.mean()), "energy/post": float(f_pos.mean()),
+            "log_pbeta/prior": float(lp_neg.mean()), "log_pbeta/post": float(lp_pos.mean()),
+            "langevin/grad_norm": float(trace.grad_norm[-1]) if len(trace.grad_norm) else 0.0,
+        })
+        return metrics
+
+    # -- what chapters use --------------------------------------------------------------------------
+    def encode(self, x: Tensor, sample: bool = False, steps: int | None = None) -> list[Tensor]:
+        """Per-layer codes of ``x`` bottom to top ``[(B, d_i)]``: the top-down posterior means of q (or one
+        draw with ``sample``); for ``model.posterior="langevin"`` a posterior Langevin sample."""
+        if self.posterior_mode == "langevin":
+            return list(torch.split(self.langevin_posterior(x, steps=steps).z, list(self.z_dims), dim=1))
+        with torch.no_grad():
+            return self.model.posterior(x, use_mean=not sample)[0]
+
+    @torch.no_grad()
+    def decode(self, zs: list[Tensor]) -> Tensor:
+        """Mean of p(x | z_1): images ``(B, C, H, W)`` in [-1, 1] (only ``zs[0]`` is read)."""
+        return self.model.decode(zs[0])
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def sample_latents(self, n: int, steps: int | None = None, step_size: float | None = None) -> list[Tensor]:
+        """Joint prior samples ``[(n, d_i)]`` bottom to top (eps-space Langevin from N(0, I))."""
+        return self.prior_sample(n, steps=steps, step_size=step_size)[0]
+
+    def sample(self, n: int, steps: int | None = None, step_size: float | None = None) -> Tensor:
+        """Images ``(n, C, H, W)`` in [-1, 1] from the joint prior."""
+        return self.decode(self.sample_latents(n, steps=steps, step_size=step_size))
+
+
 LEARNERS: dict[str, type[Learner]] = {
     "joint": HierarchicalLearner,
     "vlae": HierarchicalLearner,
     "lebm": LEBMLearner,
     "conditional": ConditionalLearner,
+    "cond_joint": CondJointLearner,
+    "udiffusion": UDiffusionLearner,  # lives in jebm_lite.diffusion_ebm
 }
 
 

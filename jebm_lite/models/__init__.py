@@ -1,7 +1,8 @@
 """Networks: hierarchical generator + ladder inference (paper Eqs. 5, 8), LEBM, conditional hierarchy,
-and the joint EBM prior (paper Eq. 3). Layer lists are ordered bottom (z_1) to top (z_L)."""
+the joint EBM prior (paper Eq. 3) and the per-layer energies of the CVPR 2023 prior. Layer lists are ordered bottom (z_1) to top (z_L)."""
 
 from .blocks import count_params, xavier_init_
+from .cond_ebm import LayerEnergies
 from .conditional import ConditionalHierarchy
 from .ebm import EnergyMLP, JointEBMPrior
 from .hierarchical import (
@@ -21,6 +22,7 @@ __all__ = [
     "HierarchicalGenerator",
     "JointEBMPrior",
     "LEBM",
+    "LayerEnergies",
     "LadderInference",
     "build_hierarchical",
     "count_params",

@@ -167,6 +167,16 @@ class ConditionalHierarchy(nn.Module):
         Returns:
             ``(zs, x_mean)``: ``zs[i]: (B, z_dims[i])`` bottom to top; ``x_mean: (B, C, H, W)`` in [-1, 1].
         """
+        zs = self.top_down(eps)
+        return zs, self.decode(zs[0])
+
+    def top_down(self, eps: Sequence[Tensor]) -> list[Tensor]:
+        """The map z = T(eps) of :meth:`sample` without decoding: ``z_L = eps_L``,
+        ``z_i = mu_i(z_{i+1}) + sigma_i(z_{i+1}) eps_i``.
+
+        ``eps``: ``[(B, z_dims[i])]`` bottom to top -> ``zs``: ``[(B, z_dims[i])]`` bottom to top
+        (differentiable in ``eps``: the eps-space prior Langevin of :mod:`jebm_lite.models.cond_ebm`).
+        """
         eps = list(eps)
         if len(eps) != self.n_layers:
             raise ValueError(f"expected {self.n_layers} eps tensors (bottom -> top), got {len(eps)}")
@@ -174,7 +184,7 @@ class ConditionalHierarchy(nn.Module):
         for i in range(self.n_layers - 2, -1, -1):
             mu, lv = self.prior_params(i, zs[i + 1])
             zs[i] = mu + torch.exp(0.5 * lv) * eps[i]
-        return zs, self.decode(zs[0])
+        return zs
 
     def eps_from_z(self, zs: Sequence[Tensor]) -> list[Tensor]:
         """Whitening, the exact inverse of :meth:`sample`: ``eps_L = z_L``, ``eps_i = (z_i - mu_i) / sigma_i``.
@@ -187,6 +197,29 @@ class ConditionalHierarchy(nn.Module):
             mu, lv = self.prior_params(i, zs[i + 1])
             eps[i] = (zs[i] - mu) * torch.exp(-0.5 * lv)
         return eps
+
+    def log_prior_layers(self, zs: Sequence[Tensor]) -> Tensor:
+        """Per-layer log-densities of the Gaussian hierarchy p_beta (poster, Problem II), with constants.
+
+        Column i is ``log N(z_i; mu_i(z_{i+1}), diag sigma_i^2(z_{i+1}))`` for ``i < L - 1`` and
+        ``log N(z_L; 0, I)`` for the top. ``zs``: ``[(B, z_dims[i])]`` bottom to top -> ``(B, L)``.
+        Differentiable in ``zs`` and in the prior nets (``p_features``, ``p_heads``).
+        """
+        zs = list(zs)
+        if len(zs) != self.n_layers:
+            raise ValueError(f"expected {self.n_layers} layers (bottom -> top), got {len(zs)}")
+        half_log_2pi = 0.5 * math.log(2 * math.pi)
+        cols = []
+        for i in range(self.n_layers - 1):
+            mu, lv = self.prior_params(i, zs[i + 1])
+            cols.append((_gauss_logpdf_nc(zs[i], mu, lv) - half_log_2pi).sum(1))
+        cols.append((-0.5 * zs[-1].pow(2) - half_log_2pi).sum(1))
+        return torch.stack(cols, dim=1)
+
+    def log_prior(self, zs: Sequence[Tensor]) -> Tensor:
+        """log p_beta(z) = sum_{i<L} log p_beta(z_i | z_{i+1}) + log N(z_L; 0, I) (poster, Problem II), with
+        the Gaussian constants. ``zs``: ``[(B, z_dims[i])]`` bottom to top -> ``(B,)``."""
+        return self.log_prior_layers(zs).sum(1)
 
     def decode_logits(self, z1: Tensor) -> Tensor:
         """Raw decoder output ``(B, C, H, W)``: Bernoulli logits, or the pre-tanh Gaussian mean."""
@@ -210,11 +243,14 @@ class ConditionalHierarchy(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Inference side
     # ------------------------------------------------------------------------------------------
-    def posterior(self, x: Tensor, use_mean: bool = False) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    def posterior(
+        self, x: Tensor, use_mean: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
         """Bottom-up pass, then the top-down q(z_L | x), q(z_i | z_{i+1}, x), one reparameterised draw.
 
         Returns ``(zs, stats)``: ``zs[i]: (B, z_dims[i])`` bottom to top; ``stats[i]`` holds ``q_mu, q_logvar,
         p_mu, p_logvar`` (each ``(B, z_dims[i])``; the top prior is N(0, I)). ``use_mean`` takes z = q_mu.
+        ``generator``: torch RNG for the draws (default: the global one).
         """
         d = []
         r = x
@@ -226,7 +262,10 @@ class ConditionalHierarchy(nn.Module):
         stats: list[dict[str, Tensor]] = [{}] * L
 
         def draw(mu: Tensor, lv: Tensor) -> Tensor:
-            return mu if use_mean else mu + torch.exp(0.5 * lv) * torch.randn_like(mu)
+            if use_mean:
+                return mu
+            noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            return mu + torch.exp(0.5 * lv) * noise
 
         qm, qv = _split(self.q_top(d[-1]))
         zs[-1] = draw(qm, qv)

@@ -36,6 +36,7 @@ preset           image     z_dims        channels    hidden      G             I
 ``mnist_small``  1x28x28   2, 2, 2       16, 32      400         1,443,616     1,776,780
 ``toy012``       1x28x28   2, 2          16, 32      256         544,800       557,448
 ``lebm_mnist``   1x28x28   2             16, 32      256         477,984       14,724
+``factors_small`` 3x32x32  3, 3, 3       16, 32      256         867,840       1,018,386
 ``toy012_spatial`` 1x28x28 2, 2          32, 256     256         521,408       529,416
 ``mnist_spatial`` 1x28x28  2, 2, 2       32, 64,     256         406,496       1,066,252
                                          256
@@ -293,6 +294,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         family="medium", image_shape=(1, 28, 28), z_dims=(2, 2, 2), channels=(32, 64, 256), hidden=256,
         merge="add", top_down=0,
         source="[inferred] the hre:train_hs.py pattern on 28x28, L = 3",
+    ),
+    "factors_small": dict(
+        family="small", image_shape=(3, 32, 32), z_dims=(3, 3, 3), channels=(16, 32), hidden=256,
+        merge="gated", top_down=0,
+        source="[inferred] the MNIST-family layout on 32x32 RGB, 3 layers of 3 units (pro-VLAE's 3D Shapes sizes)",
     ),
     "lebm_mnist": dict(
         family="small", image_shape=(1, 28, 28), z_dims=(2,), channels=(16, 32), hidden=256,

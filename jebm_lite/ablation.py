@@ -1,0 +1,199 @@
+"""Paper Tabs. 4 and 5 with retraining per setting, on MNIST: prior Langevin steps k and EBM width nef.
+
+The paper retrains one model per setting: Tab. 4 varies the number of prior Langevin steps k used in
+training and sampling (CelebA-64: 15, 30, 60, 150, 300), Tab. 5 the hidden width nef of the energy MLP
+(SVHN: 0, 10, 20, 50, 100; nef = 0 is "no EBM", i.e. the Gaussian prior of VLAE). Here the same two sweeps
+run on the book's MNIST joint model (preset ``mnist_joint``, three 2-D layers), one training per setting,
+each scored by the **classifier Fréchet distance** of chapter 7: the Fréchet distance between Gaussians
+fitted to the 64-d penultimate features of the book's digit classifier (:func:`~jebm_lite.metrics.
+digit_classifier`, :func:`~jebm_lite.fid.digit_features`) for ``n`` samples against the 10 000 MNIST test
+images. It ranks our own settings; it is **not** Inception FID and is never compared with the paper's
+numbers.
+
+Settings that equal a chapter-4 Tab. 1 cell reuse that cell's run (k = 60 and nef = 50 are the seed-0
+``mnist_joint`` run, nef = 0 is the seed-0 ``mnist_vlae`` run), so the book trains each model once. Every
+other setting trains in ``<runs>/mnist_joint_<setting><value>_seed<k>-<profile>`` (resumable).
+
+One call of :func:`run_setting` writes one JSON file ``<results>/<setting><value>_seed<k>_<profile>.json``
+(atomically) with the distance, the floor (5 000 real training images against the same test set) and the
+provenance; :func:`load_results` / :func:`table_markdown` build the tables from those files only.
+
+Command line (run from ``notebooks/``; finished settings are skipped)::
+
+    python -m jebm_lite.ablation --profile cpu --nef 0 10 20 50 100 --steps 15 30 60 150 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import latent_table
+from .config import to_dict
+from .runs import config_diff, read_json, run_experiment, write_json_atomic
+from .runtime import ConfigError, device_name, get_device, get_profile, git_commit, seed_everything
+
+SETTINGS = ("nef", "steps")
+"""``nef``: ``ebm.nef`` (Tab. 5); ``steps``: ``prior_langevin.steps`` in training and sampling (Tab. 4)."""
+PAPER: dict[str, dict[int, float]] = {
+    "steps": {15: 56.42, 30: 39.89, 60: 32.15, 150: 31.20, 300: 30.78},
+    "nef": {0: 43.95, 10: 41.72, 20: 33.10, 50: 30.42, 100: 24.16},
+}
+"""The paper's Inception FIDs (Tab. 4: CelebA-64; Tab. 5: SVHN, a 2-layer energy MLP, nef = 0 is VLAE).
+Quoted for the trend only, never compared with our distances."""
+TAB1_DEFAULT = {"steps": 60, "nef": 50}
+
+
+def setting_config(setting: str, value: int, seed: int = 0, profile: str | None = None):
+    """The config of one setting: chapter 4's ``mnist_joint`` Tab. 1 cell with the one field changed.
+
+    ``nef = 0`` is the ``mnist_vlae`` cell (the Gaussian prior; the paper's "nef = 0" row).
+    """
+    if setting not in SETTINGS:
+        raise ConfigError(f"setting {setting!r} is not one of {', '.join(SETTINGS)}")
+    if int(value) < 0 or (setting == "steps" and int(value) < 1):
+        raise ConfigError(f"{setting}={value} is out of range (nef >= 0, steps >= 1)")
+    if setting == "nef" and int(value) == 0:
+        return latent_table.cell_config("mnist", "vlae", seed, profile)
+    key = "ebm.nef" if setting == "nef" else "prior_langevin.steps"
+    return latent_table.cell_config("mnist", "joint", seed, profile, overrides=[f"{key}={int(value)}"])
+
+
+def setting_run_dir(setting: str, value: int, cfg, runs_dir: str | Path = "runs/ablation",
+                    tab1_runs: str | Path = "runs/tab1") -> Path | None:
+    """Where the run of one setting lives (None in ``ci``: a temporary folder); Tab. 1 cells are reused."""
+    if cfg.profile == "ci":
+        return None
+    if (setting == "nef" and int(value) == 0) or int(value) == TAB1_DEFAULT[setting]:
+        return latent_table.cell_run_dir(cfg, tab1_runs)
+    return Path(runs_dir) / f"mnist_joint_{setting}{int(value)}_seed{cfg.train.seed}-{cfg.profile}"
+
+
+def result_path(results_dir: str | Path, setting: str, value: int, seed: int, profile: str) -> Path:
+    return Path(results_dir) / f"{setting}{int(value)}_seed{seed}_{profile}.json"
+
+
+def run_setting(
+    setting: str,
+    value: int,
+    seed: int = 0,
+    profile: str | None = None,
+    results_dir: str | Path | None = "results/ablation",
+    runs_dir: str | Path = "runs/ablation",
+    tab1_runs: str | Path = "runs/tab1",
+    n: int = 5000,
+    n_real: int = 10000,
+    classifier: torch.nn.Module | None = None,
+    device: str | torch.device | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train (or load) one setting, score its samples with the classifier Fréchet distance, write the record.
+
+    Samples are drawn with the setting's own k (the trained number of prior steps). In the ``ci`` profile
+    the record is written only when ``results_dir`` is given (tests pass a temporary folder).
+
+    Returns:
+        ``{"setting", "value", "seed", "profile", "classifier_fd", "floor_fd", "n", "n_real",
+        "train_steps", "train_time_s", "eval_wall_s", "run_dir", "device", "torch", "commit", "date",
+        "config"}``.
+    """
+    from . import fid
+    from .data import as_tensors, get_dataset
+    from .metrics import digit_classifier
+
+    cfg = setting_config(setting, value, seed, profile)
+    out = result_path(results_dir, setting, value, seed, cfg.profile) if results_dir is not None else None
+    if out is not None and out.exists() and not force:
+        rec = read_json(out)
+        if "config" in rec and not config_diff(rec["config"], cfg, ignore=()) and rec.get("n") == n:
+            return rec  # (a field added to the config later counts as its default)
+    dev = get_device(device if device is not None else cfg.train.device)
+    rd = setting_run_dir(setting, value, cfg, runs_dir, tab1_runs)
+    learner, _history, run = run_experiment(cfg, rd, device=dev)
+    learner.eval()
+    t0 = time.perf_counter()
+    clf = classifier if classifier is not None else digit_classifier(device=dev)
+    feat = fid.digit_features(clf)
+    x_test, _ = as_tensors(get_dataset("mnist", "test", root=cfg.data.root), device=dev)
+    x_train, _ = as_tensors(get_dataset("mnist", "train", root=cfg.data.root, subset=n), device=dev)
+    seed_everything(seed)
+    with torch.no_grad():
+        kw = dict(n=n, n_real=min(n_real, len(x_test)), extractor=feat, batch_size=500, seed=seed, device=dev)
+        floor = fid.compute_fid(x_test, x_train, name="floor", **kw).fid
+        score = fid.compute_fid(x_test, lambda m: learner.sample(m), name=f"{setting}{value}", **kw).fid
+    result = run.read_result()
+    rec = {
+        "setting": setting, "value": int(value), "seed": seed, "profile": cfg.profile,
+        "classifier_fd": score, "floor_fd": floor, "n": n, "n_real": min(n_real, len(x_test)),
+        "metric": "classifier Fréchet distance (digit-classifier features; not Inception FID)",
+        "train_steps": result.get("steps"), "train_time_s": result.get("wall_time_s"),
+        "eval_wall_s": round(time.perf_counter() - t0, 1),
+        "run_dir": str(run.path) if cfg.profile != "ci" else None,
+        "device": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "config": to_dict(cfg),
+    }
+    if out is not None:
+        write_json_atomic(out, rec)
+    return rec
+
+
+def load_results(results_dir: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
+    """Every record under ``results_dir`` (optionally one profile), sorted by (setting, value, seed)."""
+    recs = [read_json(p) for p in sorted(Path(results_dir).glob("*.json"))]
+    if profile is not None:
+        recs = [r for r in recs if r.get("profile") == profile]
+    return sorted(recs, key=lambda r: (r["setting"], r["value"], r["seed"]))
+
+
+def table_markdown(records: Sequence[dict[str, Any]], setting: str) -> str:
+    """One row per value of ``setting``: our classifier FD (mean over seeds), the floor, the paper's FID."""
+    rows: dict[int, list[dict]] = {}
+    for r in records:
+        if r["setting"] == setting:
+            rows.setdefault(r["value"], []).append(r)
+    name = {"nef": "nef (EBM width)", "steps": "k (prior Langevin steps)"}[setting]
+    data = {"nef": "SVHN", "steps": "CelebA-64"}[setting]
+    lines = [f"| {name} | classifier FD, MNIST (ours) | seeds | train iterations | paper Inception FID, {data} |",
+             "|---|---|---|---|---|"]
+    for v in sorted(rows):
+        rs = rows[v]
+        fd = sum(r["classifier_fd"] for r in rs) / len(rs)
+        paper = PAPER[setting].get(v)
+        lines.append(f"| {v} | {fd:.1f} | {len(rs)} | {rs[0]['train_steps']} | "
+                     f"{'–' if paper is None else f'{paper:.2f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jebm_lite.ablation",
+                                description="Paper Tabs. 4 and 5 on MNIST, one training per setting.")
+    p.add_argument("--nef", nargs="*", type=int, default=[0, 10, 20, 50, 100])
+    p.add_argument("--steps", nargs="*", type=int, default=[15, 30, 60, 150, 300])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--profile", choices=["ci", "cpu", "full"], default=None)
+    p.add_argument("--results", default="results/ablation")
+    p.add_argument("--runs", default="runs/ablation")
+    p.add_argument("--n", type=int, default=5000, help="samples per classifier FD")
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args(argv)
+    prof = get_profile(a.profile)
+    for setting, values in (("nef", a.nef), ("steps", a.steps)):
+        for v in values:
+            for s in a.seeds:
+                r = run_setting(setting, v, s, prof, a.results, a.runs, n=a.n, force=a.force)
+                print(f"{setting}={v} seed {s}: classifier FD {r['classifier_fd']:.2f} (floor {r['floor_fd']:.2f})",
+                      flush=True)
+    recs = load_results(a.results, prof)
+    for setting in SETTINGS:
+        print(table_markdown(recs, setting))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

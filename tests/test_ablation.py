@@ -1,0 +1,59 @@
+"""Tests of jebm_lite.ablation (paper Tabs. 4 and 5 with one training per setting, on MNIST)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jebm_lite import ablation
+from jebm_lite.metrics import digit_classifier
+from jebm_lite.runs import read_json, write_json_atomic
+from jebm_lite.runtime import ConfigError
+
+
+def test_setting_configs_change_one_field_and_reuse_tab1_cells(tmp_path):
+    base = ablation.setting_config("nef", 50, seed=0, profile="cpu")
+    assert base.ebm.nef == 50 and base.method == "joint"
+    c10 = ablation.setting_config("nef", 10, seed=0, profile="cpu")
+    assert c10.ebm.nef == 10 and c10.prior_langevin.steps == base.prior_langevin.steps
+    k300 = ablation.setting_config("steps", 300, seed=0, profile="cpu")
+    assert k300.prior_langevin.steps == 300 and k300.ebm.nef == base.ebm.nef
+    vlae = ablation.setting_config("nef", 0, seed=0, profile="cpu")
+    assert vlae.method == "vlae" and vlae.ebm.nef == 0
+    # the defaults and nef = 0 are chapter 4's Tab. 1 cells; everything else gets its own directory
+    assert ablation.setting_run_dir("nef", 50, base).as_posix() == "runs/tab1/mnist_joint_seed0-cpu"
+    assert ablation.setting_run_dir("steps", 60, base).as_posix() == "runs/tab1/mnist_joint_seed0-cpu"
+    assert ablation.setting_run_dir("nef", 0, vlae).as_posix() == "runs/tab1/mnist_vlae_seed0-cpu"
+    assert ablation.setting_run_dir("steps", 300, k300).as_posix() == "runs/ablation/mnist_joint_steps300_seed0-cpu"
+    assert ablation.setting_run_dir("nef", 10, ablation.setting_config("nef", 10, profile="ci")) is None
+    with pytest.raises(ConfigError, match="nef, steps"):
+        ablation.setting_config("width", 3)
+    with pytest.raises(ConfigError, match="out of range"):
+        ablation.setting_config("steps", 0)
+
+
+def test_run_setting_writes_a_record_that_builds_the_table(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("JEBM_DATA", str(shared_data))
+    clf = digit_classifier(cache=None, subset=1000, epochs=1, device="cpu")
+    rec = ablation.run_setting("steps", 15, seed=0, profile="ci", results_dir=tmp_path, n=300, n_real=300,
+                               classifier=clf, device="cpu")
+    assert rec["config"]["prior_langevin"]["steps"] == 15 and rec["profile"] == "ci"
+    # 30 training iterations are far from the data; real training images are close to the test set
+    assert rec["floor_fd"] < rec["classifier_fd"]
+    path = ablation.result_path(tmp_path, "steps", 15, 0, "ci")
+    assert read_json(path)["classifier_fd"] == rec["classifier_fd"]
+    # a stored record of the same config is returned as it is (no retraining), also when it was written
+    # before a config section existed (a missing key counts as its default) ...
+    old_cfg = {k: v for k, v in rec["config"].items() if k != "diffusion"}
+    write_json_atomic(path, {**rec, "classifier_fd": -1.0, "config": old_cfg})
+    assert ablation.run_setting("steps", 15, seed=0, profile="ci", results_dir=tmp_path, n=300,
+                                classifier=clf)["classifier_fd"] == -1.0
+    recs = ablation.load_results(tmp_path, "ci")
+    table = ablation.table_markdown(recs, "steps")
+    assert "| 15 | -1.0 | 1 | 30 | 56.42 |" in table
+    assert ablation.load_results(tmp_path, "cpu") == []
+    # ... but a record written with another config is recomputed
+    stale = {**rec, "classifier_fd": -2.0, "config": {**rec["config"], "ebm": {**rec["config"]["ebm"], "nef": 7}}}
+    write_json_atomic(path, stale)
+    again = ablation.run_setting("steps", 15, seed=0, profile="ci", results_dir=tmp_path, n=300, n_real=300,
+                                 classifier=clf, device="cpu")
+    assert again["classifier_fd"] > 0 and read_json(path)["config"]["ebm"]["nef"] == rec["config"]["ebm"]["nef"]
