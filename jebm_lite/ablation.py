@@ -37,6 +37,7 @@ from . import latent_table
 from .config import to_dict
 from .runs import config_diff, read_json, run_experiment, write_json_atomic
 from .runtime import ConfigError, device_name, get_device, get_profile, git_commit, seed_everything
+from .trainer import TrainingDiverged
 
 SETTINGS = ("nef", "steps")
 """``nef``: ``ebm.nef`` (Tab. 5); ``steps``: ``prior_langevin.steps`` in training and sampling (Tab. 4)."""
@@ -100,7 +101,8 @@ def run_setting(
     Returns:
         ``{"setting", "value", "seed", "profile", "classifier_fd", "floor_fd", "n", "n_real",
         "train_steps", "train_time_s", "eval_wall_s", "run_dir", "device", "torch", "commit", "date",
-        "config"}``.
+        "config"}``; a setting whose training diverges (:class:`~jebm_lite.trainer.TrainingDiverged`) gives
+        ``"classifier_fd": None`` and ``"diverged": {"step", "message"}`` (stored, so it is not retrained).
     """
     from . import fid
     from .data import as_tensors, get_dataset
@@ -114,7 +116,18 @@ def run_setting(
             return rec  # (a field added to the config later counts as its default)
     dev = get_device(device if device is not None else cfg.train.device)
     rd = setting_run_dir(setting, value, cfg, runs_dir, tab1_runs)
-    learner, _history, run = run_experiment(cfg, rd, device=dev)
+    base = {"setting": setting, "value": int(value), "seed": seed, "profile": cfg.profile, "n": n,
+            "n_real": n_real, "run_dir": str(rd) if rd is not None else None, "device": device_name(dev),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": to_dict(cfg)}
+    try:
+        learner, _history, run = run_experiment(cfg, rd, device=dev)
+    except TrainingDiverged as err:  # a result too: the setting does not train (the record stops a rerun)
+        rec = {**base, "classifier_fd": None, "floor_fd": None, "train_steps": err.step, "train_time_s": None,
+               "diverged": {"step": err.step, "message": str(err).split(". ")[0]}}
+        if out is not None:
+            write_json_atomic(out, rec)
+        return rec
     learner.eval()
     t0 = time.perf_counter()
     clf = classifier if classifier is not None else digit_classifier(device=dev)
@@ -163,10 +176,17 @@ def table_markdown(records: Sequence[dict[str, Any]], setting: str) -> str:
              "|---|---|---|---|---|"]
     for v in sorted(rows):
         rs = rows[v]
-        fd = sum(r["classifier_fd"] for r in rs) / len(rs)
+        ok = [r for r in rs if r.get("classifier_fd") is not None]
         paper = PAPER[setting].get(v)
-        lines.append(f"| {v} | {fd:.1f} | {len(rs)} | {rs[0]['train_steps']} | "
-                     f"{'–' if paper is None else f'{paper:.2f}'} |")
+        if ok:
+            cell = f"{sum(r['classifier_fd'] for r in ok) / len(ok):.1f}"
+            if len(ok) < len(rs):
+                cell += f" ({len(rs) - len(ok)} diverged)"
+            steps = ok[0]["train_steps"]
+        else:
+            cell = "diverged at iteration " + ", ".join(str(r["diverged"]["step"]) for r in rs)
+            steps = "–"
+        lines.append(f"| {v} | {cell} | {len(rs)} | {steps} | {'–' if paper is None else f'{paper:.2f}'} |")
     return "\n".join(lines)
 
 
@@ -187,8 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for v in values:
             for s in a.seeds:
                 r = run_setting(setting, v, s, prof, a.results, a.runs, n=a.n, force=a.force)
-                print(f"{setting}={v} seed {s}: classifier FD {r['classifier_fd']:.2f} (floor {r['floor_fd']:.2f})",
-                      flush=True)
+                if r.get("diverged"):
+                    print(f"{setting}={v} seed {s}: diverged at iteration {r['diverged']['step']}", flush=True)
+                else:
+                    print(f"{setting}={v} seed {s}: classifier FD {r['classifier_fd']:.2f} (floor {r['floor_fd']:.2f})",
+                          flush=True)
     recs = load_results(a.results, prof)
     for setting in SETTINGS:
         print(table_markdown(recs, setting))

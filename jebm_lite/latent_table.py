@@ -32,6 +32,7 @@ import torch
 from .config import get_config, to_dict
 from .runs import config_diff, read_json, run_experiment, write_json_atomic
 from .runtime import ConfigError, device_name, get_device, get_profile, git_commit, seed_everything
+from .trainer import TrainingDiverged
 
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
 """Table row -> ``data.name``; the experiment presets are ``<row>_joint`` and ``<row>_vlae``."""
@@ -107,7 +108,9 @@ def run_cell(
     Returns:
         ``{"dataset", "method", "seed", "profile", "accuracy": [% per layer, bottom to top],
         "train_accuracy", "config", "train_steps", "train_wall_s", "probe_wall_s", "device", "torch",
-        "commit", "date"}``.
+        "commit", "date"}``. A run that diverges (:class:`~jebm_lite.trainer.TrainingDiverged`) is a result
+        too: its record has ``"accuracy": None`` and ``"diverged": {"step", "message"}``, :func:`summarise`
+        counts it apart, and the stored record keeps a rerun from training it again.
     """
     cfg = cell_config(dataset, method, seed, profile, overrides)
     out = result_path(results_dir, dataset, method, seed, cfg.profile)
@@ -117,7 +120,17 @@ def run_cell(
             return rec
     dev = get_device(device if device is not None else cfg.train.device)
     t0 = time.perf_counter()
-    learner, history, rd = cell_run(cfg, runs_dir, device=dev)
+    try:
+        learner, history, rd = cell_run(cfg, runs_dir, device=dev)
+    except TrainingDiverged as err:  # a result too: written, so that the table says so and no rerun starts
+        rec = {"dataset": dataset, "method": method, "seed": seed, "profile": cfg.profile, "accuracy": None,
+               "train_accuracy": None, "diverged": {"step": err.step, "message": str(err).split(". ")[0]},
+               "train_steps": err.step, "train_time_s": None, "train_wall_s": round(time.perf_counter() - t0, 1),
+               "probe_wall_s": 0.0, "run_dir": str(cell_run_dir(cfg, runs_dir)), "device": device_name(dev),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": git_commit(),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": to_dict(cfg)}
+        write_json_atomic(out, rec)
+        return rec
     train_wall = time.perf_counter() - t0
     learner.eval()
     seed_everything(seed)
@@ -160,7 +173,11 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     "std", "n_seeds", "seeds", "paper", "diff" (ours - paper, percentage points)}``.
     """
     groups: dict[tuple[str, str], list[dict]] = {}
+    diverged: dict[tuple[str, str], list[int]] = {}
     for r in records:
+        if r.get("accuracy") is None:  # a run that diverged: no accuracies, counted separately
+            diverged.setdefault((r["dataset"], r["method"]), []).append(r["seed"])
+            continue
         groups.setdefault((r["dataset"], r["method"]), []).append(r)
     rows = []
     for (ds, me), recs in sorted(groups.items()):
@@ -171,7 +188,8 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             sd = statistics.stdev(acc) if len(acc) > 1 else float("nan")  # sample std over seeds
             paper = PAPER.get((ds, me), (None,) * n_layers)[i] if (ds, me) in PAPER else None
             rows.append({"dataset": ds, "method": me, "layer": i + 1, "mean": m, "std": sd, "n_seeds": len(recs),
-                         "seeds": sorted(r["seed"] for r in recs), "paper": paper,
+                         "seeds": sorted(r["seed"] for r in recs), "diverged_seeds": sorted(diverged.get((ds, me), [])),
+                         "paper": paper,
                          "diff": None if paper is None else m - paper})
     return rows
 
@@ -197,7 +215,9 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
         ours = " | ".join(f"{r['mean']:.1f} ± {r['std']:.1f}" for r in rs)
         paper = " | ".join("–" if r["paper"] is None else f"{r['paper']:.1f}" for r in rs)
         name = "joint EBM prior" if me == "joint" else "VLAE"
-        lines.append(f"| {ds} | {name} | {rs[0]['n_seeds']} | {ours} | {paper} |")
+        n_div = len(rs[0].get("diverged_seeds", []))
+        seeds = f"{rs[0]['n_seeds']}" + (f" (+{n_div} diverged)" if n_div else "")
+        lines.append(f"| {ds} | {name} | {seeds} | {ours} | {paper} |")
     return "\n".join(lines)
 
 
@@ -217,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for me in a.methods:
             for s in a.seeds:
                 rec = run_cell(ds, me, s, prof, a.results, a.runs, a.overrides, force=a.force)
+                if rec.get("diverged"):
+                    print(f"{ds:7s} {me:6s} seed {s}: diverged at iteration {rec['diverged']['step']}", flush=True)
+                    continue
                 print(f"{ds:7s} {me:6s} seed {s}: " + " / ".join(f"{v:.1f}" for v in rec["accuracy"])
                       + f"  (train {rec['train_wall_s']} s, probe {rec['probe_wall_s']} s)", flush=True)
     print(table_markdown(summarise(load_results(a.results, prof))))

@@ -53,7 +53,11 @@ class CheckpointError(RuntimeError):
 
 class TrainingDiverged(RuntimeError):
     """Training kept producing non-finite values or exploding energies after the allowed
-    roll-backs."""
+    roll-backs. ``step``: the iteration at which it gave up (None when unknown)."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class TrainerWarning(UserWarning):
@@ -579,7 +583,8 @@ class Trainer:
                 f"by {self.lr_scale:g}). Try a smaller EBM learning rate (optim.lr_e, now {opt.lr_e:g}) or "
                 f"a smaller Langevin step (prior_langevin.step_size, now {self.cfg.prior_langevin.step_size:g}), "
                 "keep ebm.spectral_norm=true, or clip gradients (optim.grad_clip); allow more roll-backs "
-                "with train.guard_max_rollbacks."
+                "with train.guard_max_rollbacks.",
+                step=step,
             )
         assert self._good is not None
         self.rollbacks += 1

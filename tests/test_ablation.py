@@ -57,3 +57,39 @@ def test_run_setting_writes_a_record_that_builds_the_table(tmp_path, shared_data
     again = ablation.run_setting("steps", 15, seed=0, profile="ci", results_dir=tmp_path, n=300, n_real=300,
                                  classifier=clf, device="cpu")
     assert again["classifier_fd"] > 0 and read_json(path)["config"]["ebm"]["nef"] == rec["config"]["ebm"]["nef"]
+
+
+def test_a_diverged_setting_is_recorded_and_not_retrained(tmp_path, monkeypatch):
+    from jebm_lite.trainer import TrainingDiverged
+
+    calls = []
+
+    def diverge(cfg, rd, device=None):
+        calls.append(cfg.prior_langevin.steps)
+        raise TrainingDiverged("Training diverged at step 17: energy energy/post = 1e4. More text", step=17)
+
+    monkeypatch.setattr(ablation, "run_experiment", diverge)
+    rec = ablation.run_setting("steps", 15, profile="ci", results_dir=tmp_path, n=100, classifier=object())
+    assert rec["classifier_fd"] is None and rec["diverged"] == {
+        "step": 17, "message": "Training diverged at step 17: energy energy/post = 1e4"}
+    again = ablation.run_setting("steps", 15, profile="ci", results_dir=tmp_path, n=100, classifier=object())
+    assert again["diverged"]["step"] == 17 and calls == [15]  # the stored record stops a rerun
+    assert "| 15 | diverged at iteration 17 | 1 | – | 56.42 |" in ablation.table_markdown(
+        ablation.load_results(tmp_path), "steps")
+
+
+def test_a_diverged_tab1_cell_is_counted_apart(tmp_path, monkeypatch):
+    from jebm_lite import latent_table
+    from jebm_lite.trainer import TrainingDiverged
+
+    def diverge(cfg, runs_dir="runs/tab1", device=None):
+        raise TrainingDiverged("Training diverged at step 5371: boom. Advice", step=5371)
+
+    monkeypatch.setattr(latent_table, "cell_run", diverge)
+    rec = latent_table.run_cell("mnist", "joint", 2, profile="ci", results_dir=tmp_path)
+    assert rec["accuracy"] is None and rec["diverged"]["step"] == 5371
+    good = [{"dataset": "mnist", "method": "joint", "seed": s, "accuracy": [10.0 + s, 20.0, 30.0 + s]} for s in (0, 1)]
+    rows = latent_table.summarise([*good, rec])
+    assert [r["n_seeds"] for r in rows] == [2, 2, 2] and rows[0]["diverged_seeds"] == [2]
+    assert rows[0]["mean"] == 10.5 and latent_table.rises_bottom_to_top(rows, "mnist")
+    assert "| mnist | joint EBM prior | 2 (+1 diverged) |" in latent_table.table_markdown(rows)

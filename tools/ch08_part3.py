@@ -26,8 +26,9 @@ lighting, no floor and wall, flat colours; compare our two models with each othe
 the same networks, one seed (`train.seed` 1234), trained for the profile's iterations.
 
 **Scores** (`jebm_lite.disentangle`): every code unit (posterior means of the 10,000 test images) is
-discretised into 20 bins, $I(z_j; v_k)$ is scikit-learn's plug-in mutual information, normalised by
-the factor entropy $H(v_k)$. MIG averages, over factors, the gap between the two units most
+discretised into 20 bins (the histogram estimator of disentanglement_lib
+{cite:p}`locatello2019challenging`), $I(z_j; v_k)$ is scikit-learn's plug-in mutual information,
+normalised by the factor entropy $H(v_k)$. MIG averages, over factors, the gap between the two units most
 informative about a factor; MIG-sup averages, over units, the gap between the two factors a unit is
 most informative about.
 

@@ -628,9 +628,12 @@ display(abl_cells.round(2))
 for setting in ablation.SETTINGS:
     if any(r["setting"] == setting for r in abl_records):
         display(Markdown(ablation.table_markdown(abl_records, setting)))
-abl = {(r["setting"], r["value"]): r["classifier_fd"] for r in abl_records}
+abl = {(r["setting"], r["value"]): r["classifier_fd"] for r in abl_records if r.get("classifier_fd") is not None}
+abl_div = {(r["setting"], r["value"]): r["diverged"]["step"] for r in abl_records if r.get("diverged")}
 for (setting, v), fd in abl.items():
     glue(f"ch07_abl_{setting}{v}", fd, display=False)
+for (setting, v), step in abl_div.items():
+    glue(f"ch07_abl_{setting}{v}_div", step, display=False)
 glue("ch07_abl_n", len(abl_records), display=False)
 ''')
 
@@ -640,6 +643,9 @@ for ax, setting, xlabel in zip(axes, ablation.SETTINGS, ("EBM width nef", "prior
     pts = sorted((v, fd) for (s_, v), fd in abl.items() if s_ == setting)
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=viz.PRIOR_COLOR, label="retrained per setting")
+    for (s_, v), step in abl_div.items():
+        if s_ == setting:
+            ax.axvline(v, color="crimson", linestyle=":", label=f"{v}: diverged at iteration {step}")
     if setting == "steps":
         ks_t = [k for k in KS if k > 0]
         ax.plot(ks_t, [fid_by_k[k] for k in ks_t], "s:", color="gray", label="one model (k = 60), k at sampling only")

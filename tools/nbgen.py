@@ -13,6 +13,7 @@ stored by executing it in place (``jupyter nbconvert --to notebook --execute --i
 
 from __future__ import annotations
 
+import os
 import sys
 
 import nbformat
@@ -58,11 +59,28 @@ class Chapter:
         self.code(SETUP_CELL.format(url=REPO_URL, title=self.title))
 
     def write(self, path: str) -> None:
-        """Write the notebook (python3 kernel, no outputs) to ``path``, or to ``sys.argv[1]`` if given."""
-        path = sys.argv[1] if len(sys.argv) > 1 else path
+        """Write the notebook (python3 kernel, no outputs) to ``path``, or to ``sys.argv[1]`` if given.
+
+        With ``--keep-outputs`` on the command line, code cells whose source is unchanged keep the stored
+        outputs of the notebook already at ``path`` (the n-th copy of a source gets the n-th stored
+        outputs): a change to the narrative then needs no re-execution. Any changed code cell still does.
+        """
+        args = [a for a in sys.argv[1:] if a != "--keep-outputs"]
+        path = args[0] if args else path
         nb = new_notebook(cells=self.cells, metadata={
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"},
         })
+        kept = 0
+        if "--keep-outputs" in sys.argv[1:] and os.path.exists(path):
+            old: dict[str, list] = {}
+            for c in nbformat.read(path, as_version=4).cells:
+                if c.cell_type == "code":
+                    old.setdefault(c.source, []).append(c)
+            for c in nb.cells:
+                if c.cell_type == "code" and old.get(c.source):
+                    prev = old[c.source].pop(0)
+                    c.outputs, c.execution_count = prev.outputs, prev.execution_count
+                    kept += 1
         nbformat.write(nb, path)
-        print(f"wrote {path} with {len(self.cells)} cells")
+        print(f"wrote {path} with {len(self.cells)} cells" + (f" ({kept} code cells kept their outputs)" if kept else ""))
