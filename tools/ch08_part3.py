@@ -100,9 +100,14 @@ top_sem = {me: sum(int(rep.best_layer[FACTOR_NAMES.index(f)]) == 2 for f in ("sh
            for me, rep in reports.items()}
 low_col = {me: sum(int(rep.best_layer[FACTOR_NAMES.index(f)]) < 2 for f in ("object_color", "bg_color"))
            for me, rep in reports.items()}
-for me in reports:
+for me, rep in reports.items():
     glue(f"ch08_topsem_{me}", top_sem[me], display=False)
     glue(f"ch08_lowcol_{me}", low_col[me], display=False)
+    nmi = dict(zip(FACTOR_NAMES, rep.best_score))
+    glue(f"ch08_nmi_objcol_{me}", float(nmi["object_color"]), display=False)
+    glue(f"ch08_nmi_bgcol_{me}", float(nmi["bg_color"]), display=False)
+    glue(f"ch08_nmi_shape_orient_{me}", float(max(nmi["shape"], nmi["orientation"])), display=False)
+    glue(f"ch08_nmi_pos_{me}", float(max(nmi["pos_x"], nmi["pos_y"])), display=False)
 ''')
 
     code(r'''
