@@ -361,3 +361,13 @@ def test_config_renders_stored_outputs_and_fails_on_errors():
     for pattern in ("_build", ".venv", "README.md", "CONTRIBUTING.md", "tests", "runs"):
         assert pattern in cfg["exclude_patterns"], pattern
     assert cfg["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
+
+
+def test_every_vector_macro_is_defined():
+    """The book writes vectors as ``\\vx``, ``\\vz``, ``\\veps``, ...; each must be a MathJax macro of
+    ``_config.yml`` (an undefined one renders in red; the browser test catches it too, but later)."""
+    macros = set(load_yaml(CONFIG)["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"])
+    used = {name: set(re.findall(r"\\(v[a-zA-Z]+)\b", text)) for name, text in book_texts().items()}
+    undefined = {name: sorted(u - macros) for name, u in used.items() if u - macros}
+    assert not undefined, f"undefined \\v... macros (add them to _config.yml mathjax3_config): {undefined}"
+    assert {"vu", "vz", "veps"} <= macros
