@@ -34,9 +34,8 @@ from typing import Any
 import torch
 
 from . import latent_table
-from .config import to_dict
-from .runs import config_diff, read_json, run_experiment, write_json_atomic
-from .runtime import ConfigError, device_name, get_device, get_profile, git_commit, seed_everything
+from .runs import diverged_info, load_records, provenance, run_experiment, stored_record, write_json_atomic
+from .runtime import ConfigError, get_device, get_profile, seed_everything
 from .trainer import TrainingDiverged
 
 SETTINGS = ("nef", "steps")
@@ -110,21 +109,18 @@ def run_setting(
 
     cfg = setting_config(setting, value, seed, profile)
     out = result_path(results_dir, setting, value, seed, cfg.profile) if results_dir is not None else None
-    if out is not None and out.exists() and not force:
-        rec = read_json(out)
-        if "config" in rec and not config_diff(rec["config"], cfg, ignore=()) and rec.get("n") == n:
-            return rec  # (a field added to the config later counts as its default)
+    stored = None if (out is None or force) else stored_record(out, cfg)
+    if stored is not None and stored.get("n") == n:
+        return stored
     dev = get_device(device if device is not None else cfg.train.device)
     rd = setting_run_dir(setting, value, cfg, runs_dir, tab1_runs)
-    base = {"setting": setting, "value": int(value), "seed": seed, "profile": cfg.profile, "n": n,
-            "n_real": n_real, "run_dir": str(rd) if rd is not None else None, "device": device_name(dev),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": to_dict(cfg)}
     try:
         learner, _history, run = run_experiment(cfg, rd, device=dev)
     except TrainingDiverged as err:  # a result too: the setting does not train (the record stops a rerun)
-        rec = {**base, "classifier_fd": None, "floor_fd": None, "train_steps": err.step, "train_time_s": None,
-               "diverged": {"step": err.step, "message": str(err).split(". ")[0]}}
+        rec = {"setting": setting, "value": int(value), "seed": seed, "profile": cfg.profile, "n": n,
+               "n_real": n_real, "run_dir": str(rd) if rd is not None else None, "classifier_fd": None,
+               "floor_fd": None, "train_steps": err.step, "train_time_s": None, "diverged": diverged_info(err),
+               **provenance(cfg, dev)}
         if out is not None:
             write_json_atomic(out, rec)
         return rec
@@ -147,9 +143,7 @@ def run_setting(
         "train_steps": result.get("steps"), "train_time_s": result.get("wall_time_s"),
         "eval_wall_s": round(time.perf_counter() - t0, 1),
         "run_dir": str(run.path) if cfg.profile != "ci" else None,
-        "device": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "config": to_dict(cfg),
+        **provenance(cfg, dev),
     }
     if out is not None:
         write_json_atomic(out, rec)
@@ -158,10 +152,7 @@ def run_setting(
 
 def load_results(results_dir: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
     """Every record under ``results_dir`` (optionally one profile), sorted by (setting, value, seed)."""
-    recs = [read_json(p) for p in sorted(Path(results_dir).glob("*.json"))]
-    if profile is not None:
-        recs = [r for r in recs if r.get("profile") == profile]
-    return sorted(recs, key=lambda r: (r["setting"], r["value"], r["seed"]))
+    return load_records(results_dir, lambda r: (r["setting"], r["value"], r["seed"]), profile)
 
 
 def table_markdown(records: Sequence[dict[str, Any]], setting: str) -> str:

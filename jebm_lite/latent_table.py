@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from .config import get_config, to_dict
-from .runs import config_diff, read_json, run_experiment, write_json_atomic
-from .runtime import ConfigError, device_name, get_device, get_profile, git_commit, seed_everything
+from .config import get_config
+from .runs import diverged_info, load_records, provenance, run_experiment, stored_record, write_json_atomic
+from .runtime import ConfigError, get_device, get_profile, seed_everything
 from .trainer import TrainingDiverged
 
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
@@ -114,21 +114,18 @@ def run_cell(
     """
     cfg = cell_config(dataset, method, seed, profile, overrides)
     out = result_path(results_dir, dataset, method, seed, cfg.profile)
-    if out.exists() and not force:
-        rec = read_json(out)
-        if "config" in rec and not config_diff(rec["config"], cfg, ignore=()):  # fields added later: defaults
-            return rec
+    stored = None if force else stored_record(out, cfg)
+    if stored is not None:
+        return stored
     dev = get_device(device if device is not None else cfg.train.device)
     t0 = time.perf_counter()
     try:
         learner, history, rd = cell_run(cfg, runs_dir, device=dev)
     except TrainingDiverged as err:  # a result too: written, so that the table says so and no rerun starts
         rec = {"dataset": dataset, "method": method, "seed": seed, "profile": cfg.profile, "accuracy": None,
-               "train_accuracy": None, "diverged": {"step": err.step, "message": str(err).split(". ")[0]},
-               "train_steps": err.step, "train_time_s": None, "train_wall_s": round(time.perf_counter() - t0, 1),
-               "probe_wall_s": 0.0, "run_dir": str(cell_run_dir(cfg, runs_dir)), "device": device_name(dev),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": git_commit(),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": to_dict(cfg)}
+               "train_accuracy": None, "diverged": diverged_info(err), "train_steps": err.step,
+               "train_time_s": None, "train_wall_s": round(time.perf_counter() - t0, 1), "probe_wall_s": 0.0,
+               "run_dir": str(cell_run_dir(cfg, runs_dir)), **provenance(cfg, dev)}
         write_json_atomic(out, rec)
         return rec
     train_wall = time.perf_counter() - t0
@@ -150,9 +147,7 @@ def run_cell(
         "train_wall_s": round(train_wall, 1),
         "probe_wall_s": round(time.perf_counter() - t1, 1),
         "run_dir": str(rd.path) if cfg.profile != "ci" else None,
-        "device": device_name(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "config": to_dict(cfg),
+        **provenance(cfg, dev),
     }
     write_json_atomic(out, rec)
     return rec
@@ -160,10 +155,7 @@ def run_cell(
 
 def load_results(results_dir: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
     """Every result record under ``results_dir`` (optionally only one profile), sorted by cell."""
-    recs = [read_json(p) for p in sorted(Path(results_dir).glob("*.json"))]
-    if profile is not None:
-        recs = [r for r in recs if r.get("profile") == profile]
-    return sorted(recs, key=lambda r: (r["dataset"], r["method"], r["seed"]))
+    return load_records(results_dir, lambda r: (r["dataset"], r["method"], r["seed"]), profile)
 
 
 def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

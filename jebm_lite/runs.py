@@ -172,6 +172,45 @@ def format_diff(diffs: list[tuple[str, Any, Any]], old_label: str = "old", new_l
 
 
 # ----------------------------------------------------------------------------------------------
+# Result records (one JSON file per table cell: latent_table, ablation)
+# ----------------------------------------------------------------------------------------------
+
+
+def provenance(cfg: ExperimentConfig, device: torch.device | str) -> dict[str, Any]:
+    """What a result record says about where it was made: device, torch version, threads, commit, UTC
+    date and the whole config."""
+    from .runtime import git_commit
+
+    return {"device": device_name(torch.device(device)), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": to_dict(cfg)}
+
+
+def stored_record(path: str | Path, cfg: ExperimentConfig) -> dict | None:
+    """The record at ``path`` if it exists and was written for ``cfg`` (every key compared; a key the
+    stored config lacks counts as its default, see :func:`config_diff`), else ``None``."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    rec = read_json(path)
+    return rec if "config" in rec and not config_diff(rec["config"], cfg, ignore=()) else None
+
+
+def diverged_info(err: Exception) -> dict[str, Any]:
+    """``{"step", "message"}`` of a :class:`~jebm_lite.trainer.TrainingDiverged`: a diverged training is a
+    result too (stored, so that tables show it and a rerun does not train it again)."""
+    return {"step": getattr(err, "step", None), "message": str(err).split(". ")[0]}
+
+
+def load_records(results_dir: str | Path, key: Callable[[dict], Any], profile: str | None = None) -> list[dict]:
+    """Every JSON record under ``results_dir`` (optionally of one profile), sorted by ``key``."""
+    recs = [read_json(p) for p in sorted(Path(results_dir).glob("*.json"))]
+    if profile is not None:
+        recs = [r for r in recs if r.get("profile") == profile]
+    return sorted(recs, key=key)
+
+
+# ----------------------------------------------------------------------------------------------
 # The run directory
 # ----------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ filled in by :meth:`RunCard.finish` at the end of the notebook.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -196,3 +197,27 @@ def start_run(
     if not quiet:
         print(card.render())
     return card, prof, dev
+
+
+class SectionTimer:
+    """CPU seconds of this process and wall seconds per named section of a chapter.
+
+    ``timed = SectionTimer()``, then ``with timed("1. samples"): ...``; :meth:`rows` gives
+    ``{section: {"CPU (s)", "wall (s)"}}`` for the chapter's cost table (a section timed twice adds up).
+    """
+
+    def __init__(self) -> None:
+        self.cost: dict[str, tuple[float, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, section: str):
+        c0, w0 = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            c, w = self.cost.get(section, (0.0, 0.0))
+            self.cost[section] = (c + time.process_time() - c0, w + time.perf_counter() - w0)
+
+    def rows(self) -> dict[str, dict[str, float]]:
+        return {k: {"CPU (s)": c, "wall (s)": w} for k, (c, w) in self.cost.items()}
+

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,3 +61,47 @@ def toc_files(toc: dict) -> list[str]:
         found.append(toc["root"])
     walk(toc)
     return found
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (as in CI's subprocesses); global determinism switched off afterwards.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(False)
+
+
+def assert_same(a, b, path="state"):
+    """Exact equality of nested dicts / lists / tensors."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), path
+        assert a.shape == b.shape and a.dtype == b.dtype, path
+        assert torch.equal(a, b), f"{path} differs"
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(a)} vs {sorted(b)}"
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def learner_state(learner) -> dict:
+    """What a checkpoint stores of a learner: networks, optimisers, schedulers."""
+    return {
+        "learner": learner.state_dict(),
+        "optimizers": {k: o.state_dict() for k, o in learner.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in learner.schedulers.items()},
+    }
+
+
+def no_time(rows):
+    """History rows without their wall-clock field."""
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_trainer import assert_same, learner_state, no_time
+from conftest import assert_same, learner_state, no_time
 
 from jebm_lite import anomaly, hierarchy
 from jebm_lite import objectives as obj
@@ -30,12 +30,7 @@ TINY = ["model.z_dims=6,4,2", "model.hidden=32", "ebm.nef=16", "prior_langevin.s
         "posterior_langevin.steps=3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ids(params) -> set[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same, learner_state
 
 from jebm_lite import runs
 from jebm_lite.config import ExperimentConfig, apply_overrides, config_from_json, get_config, to_dict
@@ -35,13 +36,7 @@ from jebm_lite.uspace import diffusion_schedule, from_u, to_u
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-    torch.use_deterministic_algorithms(False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -261,26 +256,6 @@ def _udiff_cfg(base_run, **over) -> ExperimentConfig:
                                  "train.deterministic": True, **over})
 
 
-def _state(learner) -> dict:
-    return {"learner": {k: v.clone() for k, v in learner.state_dict().items()},
-            "opt": learner.optimizers["e"].state_dict(), "sched": learner.schedulers["e"].state_dict()}
-
-
-def _same(a, b, path="state"):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
 def test_learner_trains_only_the_energies_and_resumes_exactly(base_run, tmp_path):
     assert LEARNERS["udiffusion"] is UDiffusionLearner
     cfg = _udiff_cfg(base_run)
@@ -291,7 +266,7 @@ def test_learner_trains_only_the_energies_and_resumes_exactly(base_run, tmp_path
     ref = build_learner(cfg, "cpu")
     prior0 = {k: v.clone() for k, v in ref.prior.state_dict().items()}
     Trainer(cfg, ref, data, tmp_path / "ref").fit()
-    _same(base_state, ref.model.state_dict(), "base")  # the frozen base never changes
+    assert_same(base_state, ref.model.state_dict(), "base")  # the frozen base never changes
     assert any(not torch.equal(prior0[k], v) for k, v in ref.prior.state_dict().items())
     assert all(not p.requires_grad for p in ref.model.parameters())
     ckpt = load_checkpoint(tmp_path / "ref" / "checkpoints" / "step_00000006.pt")
@@ -306,7 +281,7 @@ def test_learner_trains_only_the_energies_and_resumes_exactly(base_run, tmp_path
     torch.manual_seed(99)  # a different global RNG before resuming: the checkpoint restores it
     got = build_learner(cfg, "cpu")
     Trainer(cfg, got, data, tmp_path / "b").fit()
-    _same(_state(ref), _state(got))
+    assert_same(learner_state(ref), learner_state(got))
 
     # what chapters call
     with torch.no_grad():

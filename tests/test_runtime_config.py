@@ -329,3 +329,24 @@ def test_validate_directly():
     with pytest.raises(ConfigError, match="max_steps"):
         validate(bad)
     validate(ExperimentConfig())  # the plain defaults are valid
+
+
+def test_section_timer_counts_cpu_and_wall_time_per_section():
+    import time
+
+    from jebm_lite.runtime import SectionTimer
+
+    timed = SectionTimer()
+    with timed("busy"):
+        t_end = time.process_time() + 0.05
+        while time.process_time() < t_end:
+            pass
+    with timed("sleep"):
+        time.sleep(0.05)
+    rows = timed.rows()
+    assert list(rows) == ["busy", "sleep"]
+    assert rows["busy"]["CPU (s)"] >= 0.05 and rows["busy"]["wall (s)"] >= rows["busy"]["CPU (s)"] - 0.01
+    assert rows["sleep"]["wall (s)"] >= 0.05 and rows["sleep"]["CPU (s)"] < 0.04
+    with timed("busy"):  # timing a section again adds to it
+        time.sleep(0.02)
+    assert timed.rows()["busy"]["wall (s)"] >= rows["busy"]["wall (s)"] + 0.02

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same, learner_state, no_time
 from torch.utils.data import TensorDataset
 
 from jebm_lite import runs
@@ -53,14 +54,7 @@ def _load_script():
 ts = _load_script()
 
 
-@pytest.fixture(autouse=True)
-def _cpu_settings():
-    """One thread (as in the subprocesses) and global determinism switched off afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one thread, as in the subprocesses
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,39 +71,9 @@ def dir_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def assert_same(a, b, path="state"):
-    """Exact equality of nested dicts / lists / tensors."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), path
-        assert a.shape == b.shape and a.dtype == b.dtype, path
-        assert torch.equal(a, b), f"{path} differs"
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: keys {sorted(a)} vs {sorted(b)}"
-        for k in a:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
-def learner_state(learner) -> dict:
-    return {
-        "learner": learner.state_dict(),
-        "optimizers": {k: o.state_dict() for k, o in learner.optimizers.items()},
-        "schedulers": {k: s.state_dict() for k, s in learner.schedulers.items()},
-    }
-
-
 def ckpt_state(path: Path) -> dict:
     c = load_checkpoint(path)
     return {k: c[k] for k in ("learner", "optimizers", "schedulers")}
-
-
-def no_time(rows):
-    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
 
 
 def train(max_steps=12, run_dir=None, data=None, learner=None, hook=None, **cfg_kw):

@@ -49,9 +49,7 @@ in {ref}`ch07-cost`).
 nb.setup_cell()
 
 code(r'''
-import contextlib
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -64,16 +62,10 @@ from myst_nb import glue
 from jebm_lite import anomaly, attack, fid, latent_table, longrun, metrics
 from jebm_lite.data import as_tensors, get_dataset
 from jebm_lite.runs import RunDir
+from jebm_lite.runtime import SectionTimer
 
 CI = PROFILE == "ci"
-COST = {}  # section -> (CPU seconds of this process, wall seconds)
-
-
-@contextlib.contextmanager
-def timed(section):
-    c0, w0 = time.process_time(), time.perf_counter()
-    yield
-    COST[section] = (time.process_time() - c0, time.perf_counter() - w0)
+timed = SectionTimer()  # with timed("section"): ... -> CPU and wall seconds per section
 ''')
 
 md(r"""
@@ -942,7 +934,7 @@ processes on the machine):
 """)
 
 code(r'''
-cost = pd.DataFrame({k: {"CPU (s)": c, "wall (s)": w} for k, (c, w) in COST.items()}).T
+cost = pd.DataFrame(timed.rows()).T
 display(cost.round(1))
 glue("ch07_cpu_total_min", float(cost["CPU (s)"].sum()) / 60, display=False)
 ''')
