@@ -8,7 +8,10 @@ each scored by the **classifier Fréchet distance** of chapter 7: the Fréchet d
 fitted to the 64-d penultimate features of the book's digit classifier (:func:`~jebm_lite.metrics.
 digit_classifier`, :func:`~jebm_lite.fid.digit_features`) for ``n`` samples against the 10 000 MNIST test
 images. It ranks our own settings; it is **not** Inception FID and is never compared with the paper's
-numbers.
+numbers. With ``metric="inception"`` (the default of the ``full`` profile, for a GPU) the same sweep is
+scored with Inception FID instead (:func:`~jebm_lite.fid.inception_metric`: torch-fidelity's Inception-v3,
+from a local weights file or downloaded; the weights are checked **before** any training, so a missing
+file costs nothing). Its records go to ``..._inception.json`` beside the classifier ones.
 
 Settings that equal a chapter-4 Tab. 1 cell reuse that cell's run (k = 60 and nef = 50 are the seed-0
 ``mnist_joint`` run, nef = 0 is the seed-0 ``mnist_vlae`` run), so the book trains each model once. Every
@@ -21,6 +24,7 @@ provenance; :func:`load_results` / :func:`table_markdown` build the tables from 
 Command line (run from ``notebooks/``; finished settings are skipped)::
 
     python -m jebm_lite.ablation --profile cpu --nef 0 10 20 50 100 --steps 15 30 60 150 300
+    python -m jebm_lite.ablation --profile full --metric inception --n 10000   # GPU; Inception weights
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from .runs import diverged_info, load_records, provenance, run_experiment, store
 from .runtime import ConfigError, get_device, get_profile, seed_everything
 from .trainer import TrainingDiverged
 
+METRICS = ("classifier", "inception")
+"""``classifier``: Fréchet distance on the book's digit-classifier features; ``inception``: Inception FID."""
+VALUE_KEY = {"classifier": "classifier_fd", "inception": "inception_fid"}
 SETTINGS = ("nef", "steps")
 """``nef``: ``ebm.nef`` (Tab. 5); ``steps``: ``prior_langevin.steps`` in training and sampling (Tab. 4)."""
 PAPER: dict[str, dict[int, float]] = {
@@ -74,8 +81,16 @@ def setting_run_dir(setting: str, value: int, cfg, runs_dir: str | Path = "runs/
     return Path(runs_dir) / f"mnist_joint_{setting}{int(value)}_seed{cfg.train.seed}-{cfg.profile}"
 
 
-def result_path(results_dir: str | Path, setting: str, value: int, seed: int, profile: str) -> Path:
-    return Path(results_dir) / f"{setting}{int(value)}_seed{seed}_{profile}.json"
+def default_metric(profile: str) -> str:
+    """Inception FID in the ``full`` profile (a GPU, weights at hand or downloadable); the classifier
+    distance otherwise."""
+    return "inception" if profile == "full" else "classifier"
+
+
+def result_path(results_dir: str | Path, setting: str, value: int, seed: int, profile: str,
+                metric: str = "classifier") -> Path:
+    tail = "" if metric == "classifier" else f"_{metric}"
+    return Path(results_dir) / f"{setting}{int(value)}_seed{seed}_{profile}{tail}.json"
 
 
 def run_setting(
@@ -91,8 +106,12 @@ def run_setting(
     classifier: torch.nn.Module | None = None,
     device: str | torch.device | None = None,
     force: bool = False,
+    metric: str | None = None,
+    weights_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train (or load) one setting, score its samples with the classifier Fréchet distance, write the record.
+    """Train (or load) one setting, score its samples with the classifier Fréchet distance (or Inception
+    FID: ``metric="inception"``, the ``full`` profile's default; ``weights_path`` as in
+    :func:`~jebm_lite.fid.resolve_weights`), write the record.
 
     Samples are drawn with the setting's own k (the trained number of prior steps). In the ``ci`` profile
     the record is written only when ``results_dir`` is given (tests pass a temporary folder).
@@ -100,7 +119,8 @@ def run_setting(
     Returns:
         ``{"setting", "value", "seed", "profile", "classifier_fd", "floor_fd", "n", "n_real",
         "train_steps", "train_time_s", "eval_wall_s", "run_dir", "device", "torch", "commit", "date",
-        "config"}``; a setting whose training diverges (:class:`~jebm_lite.trainer.TrainingDiverged`) gives
+        "config"}`` (``"inception_fid"`` in place of ``"classifier_fd"`` for Inception); a setting whose
+        training diverges (:class:`~jebm_lite.trainer.TrainingDiverged`) gives
         ``"classifier_fd": None`` and ``"diverged": {"step", "message"}`` (stored, so it is not retrained).
     """
     from . import fid
@@ -108,38 +128,50 @@ def run_setting(
     from .metrics import digit_classifier
 
     cfg = setting_config(setting, value, seed, profile)
-    out = result_path(results_dir, setting, value, seed, cfg.profile) if results_dir is not None else None
+    metric = default_metric(cfg.profile) if metric is None else metric
+    if metric not in METRICS:
+        raise ConfigError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
+    key = VALUE_KEY[metric]
+    out = result_path(results_dir, setting, value, seed, cfg.profile, metric) if results_dir is not None else None
     stored = None if (out is None or force) else stored_record(out, cfg)
     if stored is not None and stored.get("n") == n:
         return stored
     dev = get_device(device if device is not None else cfg.train.device)
+    if metric == "inception":  # the weights first: a missing file must not cost a training
+        fid.inception_metric(weights_path)
     rd = setting_run_dir(setting, value, cfg, runs_dir, tab1_runs)
     try:
         learner, _history, run = run_experiment(cfg, rd, device=dev)
     except TrainingDiverged as err:  # a result too: the setting does not train (the record stops a rerun)
         rec = {"setting": setting, "value": int(value), "seed": seed, "profile": cfg.profile, "n": n,
-               "n_real": n_real, "run_dir": str(rd) if rd is not None else None, "classifier_fd": None,
-               "floor_fd": None, "train_steps": err.step, "train_time_s": None, "diverged": diverged_info(err),
+               "n_real": n_real, "run_dir": str(rd) if rd is not None else None, key: None,
+               "floor_fd": None, "metric": metric, "train_steps": err.step, "train_time_s": None, "diverged": diverged_info(err),
                **provenance(cfg, dev)}
         if out is not None:
             write_json_atomic(out, rec)
         return rec
     learner.eval()
     t0 = time.perf_counter()
-    clf = classifier if classifier is not None else digit_classifier(device=dev)
-    feat = fid.digit_features(clf)
+    if metric == "classifier":
+        clf = classifier if classifier is not None else digit_classifier(device=dev)
+        feat = fid.digit_features(clf)
+        label = "classifier Fréchet distance (digit-classifier features; not Inception FID)"
+    else:
+        feat = None
+        label = "Inception FID (torch-fidelity Inception-v3, 2048 features; grey digits repeated to RGB)"
     x_test, _ = as_tensors(get_dataset("mnist", "test", root=cfg.data.root), device=dev)
     x_train, _ = as_tensors(get_dataset("mnist", "train", root=cfg.data.root, subset=n), device=dev)
     seed_everything(seed)
     with torch.no_grad():
-        kw = dict(n=n, n_real=min(n_real, len(x_test)), extractor=feat, batch_size=500, seed=seed, device=dev)
+        kw = dict(n=n, n_real=min(n_real, len(x_test)), extractor=feat, batch_size=500, seed=seed, device=dev,
+                  weights_path=weights_path)
         floor = fid.compute_fid(x_test, x_train, name="floor", **kw).fid
         score = fid.compute_fid(x_test, lambda m: learner.sample(m), name=f"{setting}{value}", **kw).fid
     result = run.read_result()
     rec = {
         "setting": setting, "value": int(value), "seed": seed, "profile": cfg.profile,
-        "classifier_fd": score, "floor_fd": floor, "n": n, "n_real": min(n_real, len(x_test)),
-        "metric": "classifier Fréchet distance (digit-classifier features; not Inception FID)",
+        key: score, "floor_fd": floor, "n": n, "n_real": min(n_real, len(x_test)), "metric": metric,
+        "metric_label": label,
         "train_steps": result.get("steps"), "train_time_s": result.get("wall_time_s"),
         "eval_wall_s": round(time.perf_counter() - t0, 1),
         "run_dir": str(run.path) if cfg.profile != "ci" else None,
@@ -155,22 +187,29 @@ def load_results(results_dir: str | Path, profile: str | None = None) -> list[di
     return load_records(results_dir, lambda r: (r["setting"], r["value"], r["seed"]), profile)
 
 
-def table_markdown(records: Sequence[dict[str, Any]], setting: str) -> str:
-    """One row per value of ``setting``: our classifier FD (mean over seeds), the floor, the paper's FID."""
+def record_metric(record: dict[str, Any]) -> str:
+    """``"inception"`` or ``"classifier"`` (records written before Inception was an option are classifier)."""
+    return "inception" if record.get("metric") == "inception" else "classifier"
+
+
+def table_markdown(records: Sequence[dict[str, Any]], setting: str, metric: str = "classifier") -> str:
+    """One row per value of ``setting``: our distance of ``metric`` (mean over seeds), the paper's FID."""
+    key = VALUE_KEY[metric]
     rows: dict[int, list[dict]] = {}
     for r in records:
-        if r["setting"] == setting:
+        if r["setting"] == setting and record_metric(r) == metric:
             rows.setdefault(r["value"], []).append(r)
     name = {"nef": "nef (EBM width)", "steps": "k (prior Langevin steps)"}[setting]
     data = {"nef": "SVHN", "steps": "CelebA-64"}[setting]
-    lines = [f"| {name} | classifier FD, MNIST (ours) | seeds | train iterations | paper Inception FID, {data} |",
+    ours = "classifier FD, MNIST (ours)" if metric == "classifier" else "Inception FID, MNIST (ours)"
+    lines = [f"| {name} | {ours} | seeds | train iterations | paper Inception FID, {data} |",
              "|---|---|---|---|---|"]
     for v in sorted(rows):
         rs = rows[v]
-        ok = [r for r in rs if r.get("classifier_fd") is not None]
+        ok = [r for r in rs if r.get(key) is not None]
         paper = PAPER[setting].get(v)
         if ok:
-            cell = f"{sum(r['classifier_fd'] for r in ok) / len(ok):.1f}"
+            cell = f"{sum(r[key] for r in ok) / len(ok):.1f}"
             if len(ok) < len(rs):
                 cell += f" ({len(rs) - len(ok)} diverged)"
             steps = ok[0]["train_steps"]
@@ -190,22 +229,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", choices=["ci", "cpu", "full"], default=None)
     p.add_argument("--results", default="results/ablation")
     p.add_argument("--runs", default="runs/ablation")
-    p.add_argument("--n", type=int, default=5000, help="samples per classifier FD")
+    p.add_argument("--n", type=int, default=5000, help="samples per distance")
+    p.add_argument("--metric", choices=METRICS, default=None,
+                   help="classifier Fréchet distance or Inception FID (default: inception in the full profile)")
+    p.add_argument("--fid-weights", default=None, help="local Inception weights file (else $JEBM_FID_WEIGHTS, "
+                   "the torch hub cache, or a download)")
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
     prof = get_profile(a.profile)
+    metric = default_metric(prof) if a.metric is None else a.metric
     for setting, values in (("nef", a.nef), ("steps", a.steps)):
         for v in values:
             for s in a.seeds:
-                r = run_setting(setting, v, s, prof, a.results, a.runs, n=a.n, force=a.force)
+                r = run_setting(setting, v, s, prof, a.results, a.runs, n=a.n, force=a.force, metric=metric,
+                                weights_path=a.fid_weights)
                 if r.get("diverged"):
                     print(f"{setting}={v} seed {s}: diverged at iteration {r['diverged']['step']}", flush=True)
                 else:
-                    print(f"{setting}={v} seed {s}: classifier FD {r['classifier_fd']:.2f} (floor {r['floor_fd']:.2f})",
+                    print(f"{setting}={v} seed {s}: {metric} {r[VALUE_KEY[metric]]:.2f} (floor {r['floor_fd']:.2f})",
                           flush=True)
     recs = load_results(a.results, prof)
     for setting in SETTINGS:
-        print(table_markdown(recs, setting))
+        print(table_markdown(recs, setting, metric))
     return 0
 
 

@@ -93,3 +93,55 @@ def test_a_diverged_tab1_cell_is_counted_apart(tmp_path, monkeypatch):
     assert [r["n_seeds"] for r in rows] == [2, 2, 2] and rows[0]["diverged_seeds"] == [2]
     assert rows[0]["mean"] == 10.5 and latent_table.rises_bottom_to_top(rows, "mnist")
     assert "| mnist | joint EBM prior | 2 (+1 diverged) |" in latent_table.table_markdown(rows)
+
+
+def test_inception_fid_checks_the_weights_before_training(tmp_path, monkeypatch):
+    from jebm_lite import fid
+
+    calls = []
+    monkeypatch.setattr(ablation, "run_experiment", lambda *a, **k: calls.append(1))
+    monkeypatch.setenv(fid.WEIGHTS_ENV, str(tmp_path / "nowhere.pth"))
+    with pytest.raises(fid.FIDWeightsNotFoundError, match="nowhere.pth"):
+        ablation.run_setting("nef", 10, profile="ci", results_dir=tmp_path, n=100, metric="inception")
+    assert calls == [] and list(tmp_path.glob("*.json")) == []  # no training, no record
+    with pytest.raises(ConfigError, match="classifier, inception"):
+        ablation.run_setting("nef", 10, profile="ci", results_dir=tmp_path, metric="kid")
+    assert ablation.default_metric("full") == "inception" and ablation.default_metric("cpu") == "classifier"
+
+
+def test_inception_records_sit_beside_the_classifier_ones(tmp_path, shared_data, monkeypatch):
+    """The Inception path end to end, with a small random network standing in for Inception-v3 (no weights
+    here): its own file and key, its own table."""
+    import torch
+    from torch import nn
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from jebm_lite import fid
+
+    class StandIn(nn.Module):  # uint8 (B, 3, H, W) -> (B, 32), as torchmetrics feeds Inception
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                     nn.Linear(32, 32))
+
+        def forward(self, x):
+            return self.net(x.float() / 127.5 - 1.0)
+
+    seen = []
+
+    def stand_in_metric(weights_path=None, feature=2048, antialias=False):
+        seen.append(weights_path)
+        return FrechetInceptionDistance(feature=StandIn(), normalize=False)
+
+    monkeypatch.setattr(fid, "inception_metric", stand_in_metric)
+    monkeypatch.setenv("JEBM_DATA", str(shared_data))
+    rec = ablation.run_setting("nef", 10, profile="ci", results_dir=tmp_path, n=200, n_real=200, device="cpu",
+                               metric="inception", weights_path="w.pth")
+    assert rec["metric"] == "inception" and "classifier_fd" not in rec and rec["inception_fid"] > rec["floor_fd"] > 0
+    assert seen and set(seen) == {"w.pth"}  # checked first, then used for the floor and the samples
+    path = ablation.result_path(tmp_path, "nef", 10, 0, "ci", "inception")
+    assert path.name == "nef10_seed0_ci_inception.json" and read_json(path)["inception_fid"] == rec["inception_fid"]
+    recs = ablation.load_results(tmp_path)
+    assert f"| 10 | {rec['inception_fid']:.1f} | 1 | 30 | 41.72 |" in ablation.table_markdown(recs, "nef", "inception")
+    assert "| 10 |" not in ablation.table_markdown(recs, "nef")  # the classifier table does not mix it in
