@@ -458,9 +458,8 @@ second time at **three times the training**: every MNIST cell (both priors, seed
 from its 3000-iteration checkpoints to 9000 iterations (the same config with `train.max_steps=9000`;
 the trainer resumes, so the first 3000 iterations are the table's own), then probed exactly as above.
 Each cell again writes one result file, to `results/tab1_9000/`. When joint seed 2 diverged, a fourth
-joint seed (3) was added and trained from scratch to 9000 iterations (the same result as training to
-3000 and continuing, since resuming is exact); a fourth VLAE seed follows the same way when its run
-has finished. The commands (about 25 minutes of training per cell on one CPU thread, plus the probe):
+seed (3) of both priors was added, trained from scratch to 9000 iterations (the same result as
+training to 3000 and continuing, since resuming is exact), so both rows have four trained seeds. The commands (about 25 minutes of training per cell on one CPU thread, plus the probe):
 
 ```bash
 cd notebooks
