@@ -678,7 +678,7 @@ an_floor = {d: metrics.auprc(-s.test_labels.float(), s.test_labels) for d, s in 
 counts.loc["AUPRC of a random score"] = [round(an_random[d], 3) for d in DIGITS]
 counts.loc["lowest possible AUPRC"] = [round(an_floor[d], 3) for d in DIGITS]
 display(counts)
-for d, s in splits.items():
+for _d, s in splits.items():
     assert s.counts["n_test"] == s.counts["n_test_normal"] + s.counts["n_anomalous"]
     assert not set(s.train_index.tolist()) & set(s.test_index.tolist())
 paper_vae = {d: v for d, (v, _) in anomaly_table.PAPER["VAE"].items()}
@@ -918,7 +918,7 @@ for r in tab3:
 for r in tab3_long:  # the continued runs: ten checkpoints after the reduced run's 1,500 iterations
     if r.get("auprc_mean") is not None:
         assert len(r["auprc"]) == r["last"] == 10 and min(r["ckpt_steps"]) > 1500, r["ckpt_steps"]
-for (me, d), (s_, y_) in hist.items():
+for (me, d), (_s, y_) in hist.items():
     a_ = part_auprc.loc[(anomaly_table.METHOD_LABEL[me], d), "score"]
     assert metrics.auprc(-torch.tensor(y_).float(), torch.tensor(y_)) - 1e-9 <= a_ <= 1.0  # never below the floor
     if not CI:  # the live score of the last checkpoint is the one in the result file
