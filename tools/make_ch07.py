@@ -599,6 +599,13 @@ trend only. One seed per setting: differences of a few units may be seed noise. 
 ```bash
 python -m jebm_lite.ablation --profile cpu --nef 0 10 20 50 100 --steps 15 30 60 150 300
 ```
+
+On a GPU, with the Inception weights at hand (or a network to download them), the same sweep is
+scored with **Inception FID**: `--profile full` makes it the default (`--metric inception`, weights
+file with `--fid-weights` or `$JEBM_FID_WEIGHTS`; the weights are checked before any training). Those
+records go to `results/ablation/*_inception.json`, beside the classifier ones, and the table keeps the
+two metrics apart. That run has not been made for this book: the machine that built it had no GPU and
+no copy of the weights.
 """)
 
 code(r'''
