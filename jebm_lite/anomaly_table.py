@@ -148,8 +148,6 @@ def run_cell(
         "eval_wall_s": round(time.perf_counter() - t0, 1),
         **provenance(cfg, dev),
     }
-    if rd is None:
-        rec["run_dir"] = None
     if out is not None:
         write_json_atomic(out, rec)
     return rec

@@ -731,6 +731,18 @@ def tab3_provenance(recs):
     return pd.DataFrame(rows).set_index(["method", "held-out"])
 
 
+def glue_tab3(prefix, recs):
+    """Glue each method's summary and each cell's AUPRC as ch07_<prefix>_...; return the summary."""
+    summ = anomaly_table.summary(recs)
+    for me, v in summ.items():
+        for key, name in (("auprc", "mean"), ("auroc", "auroc"), ("above_random", "above"), ("digits", "ndigits")):
+            glue(f"ch07_{prefix}_{me}_{name}", v[key], display=False)
+    for r in recs:
+        if r.get("auprc_mean") is not None:
+            glue(f"ch07_{prefix}_{r['method']}_h{r['digit']}", r["auprc_mean"], display=False)
+    return summ
+
+
 with timed("5b. Tab. 3 (from result files; ci: two tiny cells)"):
     if CI:  # the pipeline only: 20 iterations, 1,000 test images, a temporary results folder
         tab3_dir = Path(tempfile.mkdtemp(prefix="tab3-ci-"))
@@ -745,17 +757,10 @@ budget = "`ci` profile: 20 iterations, last 2 checkpoints, 1,000 test images" if
 display(Markdown(f"**Tab. 3, AUPRC** (ours: mean ± std over checkpoints; {budget})\n\n"
                  + anomaly_table.table_markdown(tab3)))
 display(tab3_provenance(tab3))
-tab3_sum = anomaly_table.summary(tab3)
-for me, s in tab3_sum.items():
-    glue(f"ch07_an_{me}_mean", s["auprc"], display=False)
-    glue(f"ch07_an_{me}_auroc", s["auroc"], display=False)
-    glue(f"ch07_an_{me}_above", s["above_random"], display=False)
-    glue(f"ch07_an_{me}_ndigits", s["digits"], display=False)
+tab3_sum = glue_tab3("an", tab3)
 glue("ch07_an_train_total_min", sum(s["train_min"] for s in tab3_sum.values()), display=False)
 glue("ch07_an_eval_total_min", sum((r.get("eval_wall_s") or 0.0) for r in tab3) / 60, display=False)
 tab3_by = {(r["method"], r["digit"]): r for r in tab3 if r.get("auprc_mean") is not None}
-for (me, d), r in tab3_by.items():
-    glue(f"ch07_an_{me}_h{d}", r["auprc_mean"], display=False)
 diffs = pd.DataFrame(anomaly_table.differences(tab3))
 if len(diffs):
     for me, g in diffs.groupby("method"):
@@ -795,15 +800,7 @@ if tab3_long:
     display(Markdown("**Tab. 3, AUPRC, 5,000 iterations** (mean ± std over the last 10 checkpoints, every 250 "
                      "iterations; `cpu` profile)\n\n" + anomaly_table.table_markdown(tab3_long)))
     display(tab3_provenance(tab3_long))
-    long_sum = anomaly_table.summary(tab3_long)
-    for me, v in long_sum.items():
-        glue(f"ch07_anl_{me}_mean", v["auprc"], display=False)
-        glue(f"ch07_anl_{me}_auroc", v["auroc"], display=False)
-        glue(f"ch07_anl_{me}_above", v["above_random"], display=False)
-        glue(f"ch07_anl_{me}_ndigits", v["digits"], display=False)
-    for r in tab3_long:
-        if r.get("auprc_mean") is not None:
-            glue(f"ch07_anl_{r['method']}_h{r['digit']}", r["auprc_mean"], display=False)
+    long_sum = glue_tab3("anl", tab3_long)
     glue("ch07_anl_train_total_min", sum(v["train_min"] for v in long_sum.values()), display=False)
     short_by = {(r["method"], r["digit"]): r for r in anomaly_table.load_results("results/tab3", "cpu")}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
