@@ -105,3 +105,22 @@ def no_time(rows):
     """History rows without their wall-clock field."""
     return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
 
+
+def record_optimizer_steps(learner) -> dict[str, dict]:
+    """Wrap every optimiser's ``step`` of ``learner`` to record, at that moment, which parameters hold a
+    gradient and a copy of those gradients: ``{optimiser name: {"with_grad": {id(p)}, "grads": {id(p): grad}}}``.
+    """
+    seen: dict[str, dict] = {}
+    all_params = list(learner.parameters())
+    for name, opt in learner.optimizers.items():
+        orig = opt.step
+
+        def step(*a, _name=name, _orig=orig, **k):
+            seen[_name] = {
+                "with_grad": {id(p) for p in all_params if p.grad is not None},
+                "grads": {id(p): p.grad.clone() for p in all_params if p.grad is not None},
+            }
+            return _orig(*a, **k)
+
+        opt.step = step
+    return seen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import record_optimizer_steps
 
 from jebm_lite.config import get_config
 from jebm_lite.data import as_tensors, get_dataset
@@ -15,30 +16,12 @@ def _param_ids(module: torch.nn.Module) -> set[int]:
     return {id(p) for p in module.parameters()}
 
 
-def _record_steps(learner) -> dict[str, dict]:
-    """Wrap every optimiser's step to record which parameters hold a gradient at that moment."""
-    seen: dict[str, dict] = {}
-    all_params = list(learner.parameters())
-    for name, opt in learner.optimizers.items():
-        orig = opt.step
-
-        def step(*a, _name=name, _orig=orig, **k):
-            seen[_name] = {
-                "with_grad": {id(p) for p in all_params if p.grad is not None},
-                "grads": {id(p): p.grad.clone() for p in all_params if p.grad is not None},
-            }
-            return _orig(*a, **k)
-
-        opt.step = step
-    return seen
-
-
 @pytest.mark.parametrize("name", ["toy012_joint", "mnist_joint"])
 def test_joint_gradient_routing(name):
     seed_everything(0)
     cfg = get_config(name, profile="ci")
     learner = build_learner(cfg, "cpu")
-    seen = _record_steps(learner)
+    seen = record_optimizer_steps(learner)
     x = torch.rand(8, 1, 28, 28) * 2 - 1
     learner.train_step(x, 1)
     gi = _param_ids(learner.generator) | _param_ids(learner.inference)
@@ -56,7 +39,7 @@ def test_vlae_has_no_ebm_step():
     cfg = get_config("toy012_vlae", profile="ci")
     learner = build_learner(cfg, "cpu")
     assert set(learner.optimizers) == {"g"} and learner.prior.energy is None
-    seen = _record_steps(learner)
+    seen = record_optimizer_steps(learner)
     m = learner.train_step(torch.rand(8, 1, 28, 28) * 2 - 1, 1)
     assert seen["g"]["with_grad"] == _param_ids(learner.generator) | _param_ids(learner.inference)
     assert "e_loss" not in m
@@ -66,7 +49,7 @@ def test_lebm_gradient_routing():
     seed_everything(0)
     cfg = get_config("toy012_lebm", profile="ci")
     learner = build_learner(cfg, "cpu")
-    seen = _record_steps(learner)
+    seen = record_optimizer_steps(learner)
     learner.train_step(torch.rand(8, 1, 28, 28) * 2 - 1, 1)
     g, e = _param_ids(learner.generator), _param_ids(learner.prior)
     # the posterior and prior Langevin chains leave no gradient on any parameter
@@ -77,7 +60,7 @@ def test_lebm_gradient_routing():
 def test_conditional_elbo_reaches_every_parameter():
     cfg = get_config("mnist_conditional", profile="ci", overrides=["model.z_dims=8,4,2", "model.hidden=32"])
     learner = build_learner(cfg, "cpu")
-    seen = _record_steps(learner)
+    seen = record_optimizer_steps(learner)
     m = learner.train_step(torch.rand(8, 1, 28, 28) * 2 - 1, 1)
     assert seen["g"]["with_grad"] == _param_ids(learner.model)
     assert [k for k in m if k.startswith("kl/")] == ["kl/1", "kl/2", "kl/3"]
