@@ -58,6 +58,9 @@ class ModelConfig:
     sigma: float = 0.408  # likelihood std: x ~ N(g(z), sigma^2 I); Gfactor = 1 / (2 sigma^2)
     likelihood: str = "gaussian"  # gaussian | bernoulli (the conditional hierarchy only)
     free_bits: float = 0.0  # nats per layer kept out of the KL penalty (conditional hierarchy only)
+    # hierarchical (joint / vlae) only: VLAE's KL warm-up, weight 1 - exp(-step / kl_warmup) on the prior
+    # term (KL - f) of the generator / inference loss; 0 = off (the paper's setting)
+    kl_warmup: int = 0
     # method cond_joint only: "amortized" (q(z|x) + prior Langevin, ICCV-style variational learning) or
     # "langevin" (posterior and prior Langevin, no inference net: the hje joint-training script)
     posterior: str = "amortized"
@@ -307,6 +310,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.batch_size must be >= 1 and train.max_steps >= 0")
     if cfg.model.sigma <= 0:
         raise ConfigError("model.sigma must be > 0")
+    if cfg.model.kl_warmup < 0:
+        raise ConfigError("model.kl_warmup must be >= 0 (iterations; 0 turns the KL warm-up off)")
+    if cfg.model.kl_warmup and cfg.method not in ("joint", "vlae"):
+        raise ConfigError(f"model.kl_warmup applies to methods joint and vlae only, not {cfg.method!r}; "
+                          "set model.kl_warmup=0")
     for name in ("prior_langevin", "posterior_langevin"):
         lc = getattr(cfg, name)
         if lc.steps < 0 or lc.step_size <= 0:

@@ -137,7 +137,8 @@ class HierarchicalLearner(Learner):
         x_hat = x_hat.float()
         with frozen(self.prior):
             f_q = self.prior.f(zs)
-        loss, parts = obj.joint_inference_loss(x, x_hat, zs, mus, logvars, f_q, sigma)
+        weight = obj.kl_warmup_weight(step, cfg.model.kl_warmup)
+        loss, parts = obj.joint_inference_loss(x, x_hat, zs, mus, logvars, f_q, sigma, prior_weight=weight)
         opt_g = self.optimizers["g"]
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,6 +154,8 @@ class HierarchicalLearner(Learner):
         }
         for i, kl in enumerate(parts["kl"]):
             metrics[f"kl/{i + 1}"] = float(kl)
+        if cfg.model.kl_warmup:
+            metrics["kl_weight"] = weight
 
         # -- 2. EBM (Eq. 10) on short-run prior chains (Eqs. 13-14) ------------------------
         if self.prior.energy is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "reconstruction_nll",
     "reparameterize",
     "joint_inference_loss",
+    "kl_warmup_weight",
     "ebm_loss",
     "vlae_loss",
     "lebm_generator_loss",
@@ -111,6 +112,7 @@ def joint_inference_loss(
     logvars: Sequence[Tensor],
     f_z: Tensor | None,
     sigma: float,
+    prior_weight: float = 1.0,
 ) -> tuple[Tensor, dict]:
     """Generator + inference objective of the joint model, paper Eqs. 11-12 (Sec. 3.4: -ELBO + log Z).
 
@@ -125,6 +127,8 @@ def joint_inference_loss(
         f_z: f(z) on the same z, ``(B,)``; the caller decides whether EBM parameters get gradients
             (e.g. compute it with ``requires_grad`` off on the EBM). ``None`` means f = 0.
         sigma: likelihood standard deviation.
+        prior_weight: weight on the prior term ``sum_i KL_i - f`` (1 = the ELBO; below 1 during a KL
+            warm-up, :func:`kl_warmup_weight`).
 
     Returns:
         ``(loss, parts)``: scalar loss with gradients, and detached parts ``rec`` (mean rec. NLL),
@@ -134,10 +138,10 @@ def joint_inference_loss(
         raise ValueError(f"zs, mus and logvars must have one entry per layer ({len(zs)}, {len(mus)}, {len(logvars)})")
     rec = reconstruction_nll(x, x_hat, sigma)
     kls = [kl_mc(z, m, lv) for z, m, lv in zip(zs, mus, logvars)]
-    per_example = rec + torch.stack(kls, dim=0).sum(dim=0)
+    prior_term = torch.stack(kls, dim=0).sum(dim=0)
     if f_z is not None:
-        per_example = per_example - f_z
-    loss = per_example.mean()
+        prior_term = prior_term - f_z
+    loss = (rec + prior_weight * prior_term).mean()
     parts = {
         "rec": rec.detach().mean(),
         "kl": [k.detach().mean() for k in kls],
@@ -145,6 +149,16 @@ def joint_inference_loss(
         "loss": loss.detach(),
     }
     return loss, parts
+
+
+def kl_warmup_weight(step: int, warmup: int) -> float:
+    """VLAE's KL warm-up (``vlae:vladder.py``, report 3.1): ``1 - exp(-step / warmup)``; 1 when ``warmup`` is 0.
+
+    ``step`` counts from 1 (the trainer's iteration number), so the weight is never exactly 0.
+    """
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    return 1.0 if warmup == 0 else 1.0 - math.exp(-step / warmup)
 
 
 def ebm_loss(f_prior: Tensor, f_post: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from jebm_lite.objectives import (
     joint_inference_loss,
     kl_analytic,
     kl_mc,
+    kl_warmup_weight,
     lebm_generator_loss,
     log_joint,
     reconstruction_nll,
@@ -114,6 +115,21 @@ def test_joint_inference_loss_value_and_parts():
     # a higher f on the inferred codes lowers the loss one-for-one
     loss2, _ = joint_inference_loss(x, x_hat, zs, mus, logvars, f_z + 1.0, sigma)
     torch.testing.assert_close(loss2, loss - 1.0)
+
+
+def test_kl_warmup_weights_only_the_prior_term():
+    x, x_hat, zs, mus, logvars = _batch(seed=5)
+    f_z = torch.randn(8)
+    full, parts = joint_inference_loss(x, x_hat, zs, mus, logvars, f_z, 0.4)
+    half, _ = joint_inference_loss(x, x_hat, zs, mus, logvars, f_z, 0.4, prior_weight=0.5)
+    rec = parts["rec"]
+    torch.testing.assert_close(half - rec, 0.5 * (full - rec))  # rec. unchanged, KL - f halved
+    # VLAE's schedule 1 - exp(-t / T): about 0.39 at T / 2, 0.63 at T, 0.95 at 3T; 0 turns it off
+    assert abs(kl_warmup_weight(1000, 2000) - (1 - math.exp(-0.5))) < 1e-12
+    assert 0 < kl_warmup_weight(1, 2000) < 1e-3 and kl_warmup_weight(6000, 2000) > 0.95
+    assert kl_warmup_weight(1, 0) == 1.0
+    weights = [kl_warmup_weight(t, 500) for t in range(1, 3000, 100)]
+    assert all(b > a for a, b in zip(weights, weights[1:]))
 
 
 def test_joint_with_zero_energy_equals_vlae():

@@ -313,6 +313,7 @@ def test_config_json_rejects_unknown_keys():
         "model.sigma=0",
         "model.z_dims=2,0",
         "ebm.nef=-1",
+        "model.kl_warmup=-1",
         "method=magic",
     ],
 )
@@ -320,6 +321,13 @@ def test_validate_rejects_bad_values(override):
     cfg = get_config("toy012_joint", profile="cpu")
     with pytest.raises(ConfigError):
         apply_overrides(cfg, [override])
+
+
+def test_kl_warmup_is_refused_where_it_would_be_ignored():
+    cfg = get_config("toy012_lebm", profile="cpu")
+    with pytest.raises(ConfigError, match="model.kl_warmup=0"):
+        apply_overrides(cfg, ["model.kl_warmup=100"])
+    assert apply_overrides(get_config("mnist_vlae", profile="cpu"), ["model.kl_warmup=100"]).model.kl_warmup == 100
 
 
 def test_validate_directly():
