@@ -186,11 +186,15 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def strictly_rising(acc: Sequence[float]) -> bool:
+    """True if per-layer accuracies (bottom to top, e.g. one record's ``accuracy``) increase strictly."""
+    return len(acc) > 1 and all(b > a for a, b in zip(acc, acc[1:]))
+
+
 def rises_bottom_to_top(rows: Sequence[dict[str, Any]], dataset: str, method: str = "joint") -> bool:
     """True if the mean accuracy of (dataset, method) increases strictly from z_1 to z_L."""
-    acc = [r["mean"] for r in sorted((r for r in rows if r["dataset"] == dataset and r["method"] == method),
-                                     key=lambda r: r["layer"])]
-    return len(acc) > 1 and all(b > a for a, b in zip(acc, acc[1:]))
+    return strictly_rising([r["mean"] for r in sorted(
+        (r for r in rows if r["dataset"] == dataset and r["method"] == method), key=lambda r: r["layer"])])
 
 
 def table_markdown(rows: Sequence[dict[str, Any]]) -> str:

@@ -509,7 +509,8 @@ def glue_longer(ds: str) -> None:
     glue(f"{p}_ntotal_joint", WORDS.get(len(joint_recs), str(len(joint_recs))), display=False)
     for me in ("joint", "vlae"):
         ok_acc = [r["accuracy"] for r in recs if r["method"] == me and r.get("accuracy")]
-        glue(f"{p}_{me}_seed_rise", f"{sum(a[0] < a[1] < a[2] for a in ok_acc)} of {len(ok_acc)}", display=False)
+        glue(f"{p}_{me}_seed_rise", f"{sum(map(latent_table.strictly_rising, ok_acc))} of {len(ok_acc)}",
+             display=False)
     glue(f"{p}_joint_gap23", m_[("joint", 3)] - m_[("joint", 2)], display=False)
     glue(f"{p}_topgap", m_[("joint", 3)] - m_[("vlae", 3)], display=False)
 
