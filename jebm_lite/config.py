@@ -55,6 +55,9 @@ class ModelConfig:
     channels: tuple[int, ...] | None = None
     hidden: int | None = None  # width of the fully connected layers
     merge: str | None = None  # "concat" | "add" | "gated"
+    # "none" | "layer": per-sample LayerNorm before every hidden activation of G and I (VLAE-small family
+    # only; VLAE's BatchNorm positions without coupling the images of a batch). Not the paper's setting.
+    norm: str = "none"
     sigma: float = 0.408  # likelihood std: x ~ N(g(z), sigma^2 I); Gfactor = 1 / (2 sigma^2)
     likelihood: str = "gaussian"  # gaussian | bernoulli (the conditional hierarchy only)
     free_bits: float = 0.0  # nats per layer kept out of the KL penalty (conditional hierarchy only)
@@ -310,6 +313,10 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.batch_size must be >= 1 and train.max_steps >= 0")
     if cfg.model.sigma <= 0:
         raise ConfigError("model.sigma must be > 0")
+    from .models.hierarchical import NORMS  # lazy: the models package imports this module
+
+    if cfg.model.norm not in NORMS:
+        raise ConfigError(f"model.norm={cfg.model.norm!r} is not one of {', '.join(NORMS)}")
     if cfg.model.kl_warmup < 0:
         raise ConfigError("model.kl_warmup must be >= 0 (iterations; 0 turns the KL warm-up off)")
     if cfg.model.kl_warmup and cfg.method not in ("joint", "vlae"):

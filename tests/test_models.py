@@ -195,6 +195,37 @@ def test_config_errors_name_the_valid_options():
         resolve_preset(_cfg("svhn4", z_dims=(10,), channels=(32,)))
 
 
+def test_layer_norm_option_is_per_sample_and_off_by_default():
+    """model.norm=layer adds LayerNorm / GroupNorm(1, C) to G and I, and a sample never depends on its batch."""
+    norm_types = (nn.LayerNorm, nn.GroupNorm)
+    gen0, inf0 = build_hierarchical(_cfg("mnist_small"))
+    assert not any(isinstance(m, norm_types) for m in [*gen0.modules(), *inf0.modules()])
+    assert count_params(gen0) == 1_443_616 and count_params(inf0) == 1_776_780  # default unchanged
+    torch.manual_seed(0)
+    gen, inf = build_hierarchical(_cfg("mnist_small", norm="layer"))
+    # G: 3 in g_3 MLP, 3 in g_2, 2 in the image tail (fc, first deconv); I: 2 + 2 convs, 1 + 3 trunk fc, 2 x 2 head fc
+    assert sum(isinstance(m, norm_types) for m in gen.modules()) == 8
+    assert sum(isinstance(m, norm_types) for m in inf.modules()) == 12
+    gen.train(), inf.train()  # train mode: a BatchNorm would couple the batch here
+    zs = _randn_z(gen.z_dims, n=6, seed=1)
+    torch.testing.assert_close(gen([z[:1] for z in zs]), gen(zs)[:1])
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    for (m1, v1), (m6, v6) in zip(inf(x[:1]), inf(x)):
+        torch.testing.assert_close(m1, m6[:1]), torch.testing.assert_close(v1, v6[:1])
+    # the normalisation is what changes: scaling a hidden layer's weights leaves the output unchanged
+    lin = gen.top[0]
+    before = gen(zs)
+    with torch.no_grad():
+        lin.weight.mul_(3.0), lin.bias.mul_(3.0)
+    torch.testing.assert_close(gen(zs), before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="VLAE-small family only"):
+        resolve_preset(_cfg("svhn4", norm="layer"))
+    with pytest.raises(ConfigError, match="none, layer"):
+        resolve_preset(_cfg("mnist_small", norm="batch"))
+    with pytest.raises(ConfigError, match="none, layer"):
+        get_config("fmnist_joint", "ci", ["model.norm=batch"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Conditional hierarchy (paper Problem II)
 # ----------------------------------------------------------------------------------------------

@@ -23,54 +23,72 @@ INF_SLOPE = 0.01  # F.leaky_relu default, used by hre's conv2d_relu / fc_relu (i
 GEN_SLOPE = 0.2  # nn.LeakyReLU(0.2), used by hre's generators
 
 
-def conv_block(c_in: int, c_out: int, down: bool, slope: float | None = INF_SLOPE, bias: bool = False) -> nn.Sequential:
+def conv_block(
+    c_in: int, c_out: int, down: bool, slope: float | None = INF_SLOPE, bias: bool = False, norm: bool = False
+) -> nn.Sequential:
     """``hre``'s ``conv2d_relu``: Conv 4x4/s2/p1 if ``down`` else Conv 3x3/s1/p1, then LeakyReLU(slope).
 
-    ``slope=None`` leaves the activation out. ``(B, c_in, H, W) -> (B, c_out, H/2 or H, W/2 or W)``.
+    ``slope=None`` leaves the activation out; ``norm`` puts a per-sample layer norm
+    (``GroupNorm(1, c_out)``: over C, H, W of each image) between the two.
+    ``(B, c_in, H, W) -> (B, c_out, H/2 or H, W/2 or W)``.
     """
     if down:
         conv = nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias)
     else:
         conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)
     mods: list[nn.Module] = [conv]
+    if norm:
+        mods.append(nn.GroupNorm(1, c_out))
     if slope is not None:
         mods.append(nn.LeakyReLU(slope))
     return nn.Sequential(*mods)
 
 
-def deconv_block(c_in: int, c_out: int, up: bool, slope: float | None = GEN_SLOPE, bias: bool = False) -> nn.Sequential:
+def deconv_block(
+    c_in: int, c_out: int, up: bool, slope: float | None = GEN_SLOPE, bias: bool = False, norm: bool = False
+) -> nn.Sequential:
     """ConvTranspose 4x4/s2/p1 if ``up`` else ConvTranspose 3x3/s1/p1, then LeakyReLU(slope) (or none).
 
-    ``(B, c_in, H, W) -> (B, c_out, 2H or H, 2W or W)``.
+    ``norm``: per-sample ``GroupNorm(1, c_out)`` before the activation. ``(B, c_in, H, W) -> (B, c_out, 2H or H, 2W or W)``.
     """
     if up:
         conv = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
     else:
         conv = nn.ConvTranspose2d(c_in, c_out, 3, 1, 1, bias=bias)
     mods: list[nn.Module] = [conv]
+    if norm:
+        mods.append(nn.GroupNorm(1, c_out))
     if slope is not None:
         mods.append(nn.LeakyReLU(slope))
     return nn.Sequential(*mods)
 
 
-def fc_block(d_in: int, d_out: int, slope: float | None = INF_SLOPE) -> nn.Sequential:
-    """``hre``'s ``fc_relu``: Linear (with bias) then LeakyReLU(slope) (or none). ``(B, d_in) -> (B, d_out)``."""
+def fc_block(d_in: int, d_out: int, slope: float | None = INF_SLOPE, norm: bool = False) -> nn.Sequential:
+    """``hre``'s ``fc_relu``: Linear (with bias), [LayerNorm if ``norm``], then LeakyReLU(slope) (or none).
+
+    ``(B, d_in) -> (B, d_out)``.
+    """
     mods: list[nn.Module] = [nn.Linear(d_in, d_out)]
+    if norm:
+        mods.append(nn.LayerNorm(d_out))
     if slope is not None:
         mods.append(nn.LeakyReLU(slope))
     return nn.Sequential(*mods)
 
 
-def mlp(dims: Sequence[int], slope: float = GEN_SLOPE, final_act: bool = False) -> nn.Sequential:
+def mlp(dims: Sequence[int], slope: float = GEN_SLOPE, final_act: bool = False, norm: bool = False) -> nn.Sequential:
     """Linear layers ``dims[0] -> dims[1] -> ... -> dims[-1]`` with LeakyReLU(slope) in between.
 
-    ``final_act`` also puts the activation after the last layer. ``(B, dims[0]) -> (B, dims[-1])``.
+    ``final_act`` also puts the activation after the last layer; ``norm`` puts a LayerNorm before every
+    activation. ``(B, dims[0]) -> (B, dims[-1])``.
     """
     mods: list[nn.Module] = []
     n = len(dims) - 1
     for k in range(n):
         mods.append(nn.Linear(dims[k], dims[k + 1]))
         if k < n - 1 or final_act:
+            if norm:
+                mods.append(nn.LayerNorm(dims[k + 1]))
             mods.append(nn.LeakyReLU(slope))
     return nn.Sequential(*mods)
 

@@ -87,6 +87,10 @@ The three layout families:
   image tail. **No BatchNorm** (VLAE has BN everywhere): BN in train mode couples the
   images of a batch, so one chain's sample depends on the others -- this breaks hierarchical sampling
   (fixing every layer but one) and makes the Langevin gradients of one chain depend on the batch.
+  ``ModelConfig.norm = "layer"`` puts a per-sample normalisation where VLAE has its BN instead
+  (LayerNorm after every hidden Linear, GroupNorm(1, C) after every hidden convolution, in both networks;
+  not after the z-projections or the output layers): it conditions the deep fully connected paths the way
+  BN does without coupling a batch. Off by default (the presets' parameter counts above are without it).
 """
 
 from __future__ import annotations
@@ -115,6 +119,7 @@ from .blocks import (
 
 LOGVAR_RANGE: tuple[float, float] = (-10.0, 5.0)
 MERGES = ("concat", "add", "gated")
+NORMS = ("none", "layer")
 
 # ----------------------------------------------------------------------------------------------
 # The two networks
@@ -331,7 +336,7 @@ def resolve_preset(cfg: Any, image_shape: Sequence[int] | None = None) -> dict[s
         image_shape: ``(C, H, W)`` to use instead of the preset's own (e.g. the data's shape).
 
     Returns:
-        a dict with keys ``preset, family, image_shape, z_dims, channels, hidden, merge, top_down, source``.
+        a dict with keys ``preset, family, image_shape, z_dims, channels, hidden, merge, norm, top_down, source``.
 
     Raises:
         ConfigError: unknown preset or merge (the valid options are listed), or an override that does not
@@ -342,7 +347,7 @@ def resolve_preset(cfg: Any, image_shape: Sequence[int] | None = None) -> dict[s
         name, over = cfg, {}
     else:
         name = cfg.preset
-        over = {k: getattr(cfg, k, None) for k in ("z_dims", "channels", "hidden", "merge")}
+        over = {k: getattr(cfg, k, None) for k in ("z_dims", "channels", "hidden", "merge", "norm")}
     if name not in PRESETS:
         raise _unknown_preset(name)
     spec = dict(PRESETS[name])
@@ -363,6 +368,14 @@ def resolve_preset(cfg: Any, image_shape: Sequence[int] | None = None) -> dict[s
         raise ConfigError(f"model.z_dims must be a non-empty tuple of positive sizes, got {z_dims!r}")
     if spec["merge"] not in MERGES:
         raise ConfigError(f"model.merge={spec['merge']!r} is not one of {', '.join(MERGES)}")
+    spec.setdefault("norm", "none")
+    if spec["norm"] not in NORMS:
+        raise ConfigError(f"model.norm={spec['norm']!r} is not one of {', '.join(NORMS)}")
+    if spec["norm"] != "none" and spec["family"] != "small":
+        raise ConfigError(
+            f"model.norm={spec['norm']!r} is implemented for the VLAE-small family only (mnist_small, toy012, "
+            f"lebm_mnist, factors_small), not preset {name!r}; set model.norm=none"
+        )
     if int(spec["hidden"]) < 1 or any(c < 1 for c in channels):
         raise ConfigError("model.hidden and model.channels must be positive")
     default = PRESETS[name]
@@ -516,8 +529,14 @@ def _build_fid(spec: dict) -> tuple[HierarchicalGenerator, LadderInference]:
 
 
 def _build_small(spec: dict) -> tuple[HierarchicalGenerator, LadderInference]:
-    """VLAE-small layout without BN (report 3.2); see the module docstring."""
+    """VLAE-small layout without BN (report 3.2); see the module docstring.
+
+    ``spec["norm"] == "layer"`` puts a per-sample LayerNorm (GroupNorm(1, C) after a convolution) before
+    every hidden activation of both networks: VLAE's BatchNorm positions, without coupling a batch. The
+    z-projections of the merge and the output layers stay unnormalised.
+    """
     z, (c1, c2), h, merge = spec["z_dims"], spec["channels"], spec["hidden"], spec["merge"]
+    nm = spec.get("norm", "none") == "layer"
     C, H, W = spec["image_shape"]
     L = len(z)
     m = 2 if merge == "concat" else 1
@@ -525,38 +544,42 @@ def _build_small(spec: dict) -> tuple[HierarchicalGenerator, LadderInference]:
     flat = c2 * s[0] * s[1]
 
     def convs() -> nn.Sequential:
-        return nn.Sequential(conv_block(C, c1, True), conv_block(c1, c2, True), nn.Flatten())
+        return nn.Sequential(conv_block(C, c1, True, norm=nm), conv_block(c1, c2, True, norm=nm), nn.Flatten())
+
+    def fc(d_in: int, d_out: int) -> nn.Sequential:
+        return fc_block(d_in, d_out, INF_SLOPE, norm=nm)
 
     # inference
     heads: list[nn.Module] = [GaussianHead(convs(), flat, z[0], LOGVAR_RANGE)]
     trunks: list[nn.Module] = []
     if L > 1:
-        trunks.append(nn.Sequential(convs(), fc_block(flat, h, INF_SLOPE)))
+        trunks.append(nn.Sequential(convs(), fc(flat, h)))
     for i in range(1, L):
-        heads.append(GaussianHead(nn.Sequential(fc_block(h, h), fc_block(h, h)), h, z[i], LOGVAR_RANGE))
+        heads.append(GaussianHead(nn.Sequential(fc(h, h), fc(h, h)), h, z[i], LOGVAR_RANGE))
         if i < L - 1:
-            trunks.append(nn.Sequential(fc_block(h, h), fc_block(h, h), fc_block(h, h)))
+            trunks.append(nn.Sequential(fc(h, h), fc(h, h), fc(h, h)))
     inf = LadderInference(z, (C, H, W), trunks, heads)
 
     # generator
     def image_tail(d_in: int) -> list[nn.Module]:
+        first: list[nn.Module] = [nn.Linear(d_in, flat)] + ([nn.LayerNorm(flat)] if nm else [])
         return [
-            nn.Linear(d_in, flat), nn.LeakyReLU(GEN_SLOPE), Reshape(c2, *s),
-            deconv_block(c2, c1, True), deconv_block(c1, C, True, slope=None), nn.Tanh(),
+            *first, nn.LeakyReLU(GEN_SLOPE), Reshape(c2, *s),
+            deconv_block(c2, c1, True, norm=nm), deconv_block(c1, C, True, slope=None), nn.Tanh(),
         ]
 
     if L == 1:
-        top: nn.Module = nn.Sequential(mlp([z[0], h, h], GEN_SLOPE, final_act=True), *image_tail(h))
+        top: nn.Module = nn.Sequential(mlp([z[0], h, h], GEN_SLOPE, final_act=True, norm=nm), *image_tail(h))
         gen = HierarchicalGenerator(z, (C, H, W), top, [], [], merge)
         return gen, inf
-    top = mlp([z[L - 1], h, h, h], GEN_SLOPE, final_act=True)
+    top = mlp([z[L - 1], h, h, h], GEN_SLOPE, final_act=True, norm=nm)
     projs, bodies = [], []
     for i in range(L - 1):
         projs.append(_proj(z[i], (h,), merge))
         if i == 0:
             bodies.append(nn.Sequential(*image_tail(m * h)))
         else:
-            bodies.append(mlp([m * h, h, h, h], GEN_SLOPE, final_act=True))
+            bodies.append(mlp([m * h, h, h, h], GEN_SLOPE, final_act=True, norm=nm))
     gen = HierarchicalGenerator(z, (C, H, W), top, projs, bodies, merge)
     return gen, inf
 
