@@ -485,11 +485,10 @@ longer_rows = latent_table.summarise(longer_records) if longer_records else []
 WORDS = {0: "none", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
-def glue_longer(ds: str) -> None:
-    """Glue the 9000-iteration numbers of one data set as ``ch04_longer_<ds>_...``."""
-    p = f"ch04_longer_{ds}"
-    rows_ = [r for r in longer_rows if r["dataset"] == ds]
-    recs = [r for r in longer_records if r["dataset"] == ds]
+def glue_table(p: str, all_rows: list[dict], all_records: list[dict], ds: str) -> None:
+    """Glue one data set's numbers of a table (summary rows + their records) as ``<p>_...``."""
+    rows_ = [r for r in all_rows if r["dataset"] == ds]
+    recs = [r for r in all_records if r["dataset"] == ds]
     for r in rows_:
         glue(f"{p}_{r['method']}_z{r['layer']}", r["mean"], display=False)
         glue(f"{p}_{r['method']}_z{r['layer']}_std", r["std"] if np.isfinite(r["std"]) else 0.0, display=False)
@@ -524,7 +523,7 @@ if longer_rows:
     display(Markdown(latent_table.table_markdown(longer_rows)))
     longer_datasets = [d for d in ("mnist", "fmnist") if any(r["dataset"] == d for r in longer_rows)]
     for ds in longer_datasets:
-        glue_longer(ds)
+        glue_table(f"ch04_longer_{ds}", longer_rows, longer_records, ds)
 else:
     longer_datasets = []
     print("no 9000-iteration result files here (see the commands above)")
@@ -560,11 +559,11 @@ if longer_rows:
 ''')
 
 md(r"""
-### Which layer gets the class? Three probes
+### Which layer gets the class? Four probes
 
 On Fashion-MNIST the paper's VLAE already puts the class in the top layer (83.2 %), so whatever keeps
 ours in the bottom layer is shared by both priors: the generator, the inference network or the
-likelihood, not the EBM. Three candidates were probed, each with seed 0 of both Fashion-MNIST cells
+likelihood, not the EBM. Four candidates were probed, each with seed 0 of both Fashion-MNIST cells
 trained again for 3000 iterations with one setting changed and probed as above (one seed each: a probe,
 not a table):
 
@@ -582,6 +581,15 @@ not a table):
   `model.kl_warmup=1000` (`objectives.kl_warmup_weight`: the time constant halved for our 3000-iteration
   budget, the weight reaches 0.95 at the end; it scales $\sum_i \mathrm{KL}_i - f_\alpha$ in the
   loss of Eqs. 11-12).
+* **VLAE's normalisation.** VLAE puts BatchNorm after every hidden layer (report §3.1); our networks
+  have none. BatchNorm itself is out: in train mode it couples the images of a batch, so one Langevin
+  chain's gradient would depend on the other chains, and fixing all layers but one (hierarchical
+  sampling) would no longer fix the image. The probe puts a **per-sample** normalisation at the same
+  places instead, `model.norm=layer`: LayerNorm after every hidden Linear, GroupNorm with one group
+  (a layer norm over channels and pixels) after every hidden convolution, in both networks
+  (`jebm_lite.models.hierarchical`). Like BatchNorm it makes each hidden layer's output independent
+  of the scale of its weights, which keeps the long fully connected paths to the upper layers
+  trainable; unlike it, every image is normalised on its own. It costs no measurable CPU time.
 
 ```bash
 python -m jebm_lite.latent_table --profile cpu --datasets fmnist --seeds 0 \
@@ -594,14 +602,18 @@ python -m jebm_lite.latent_table --profile cpu --datasets fmnist --seeds 0 \
 mkdir -p runs/klwarm_9000; cp -r runs/klwarm/fmnist_*_seed0-cpu runs/klwarm_9000/; rm runs/klwarm_9000/*/result.json
 python -m jebm_lite.latent_table --profile cpu --datasets fmnist --seeds 0 \
     --runs runs/klwarm_9000 --results results/klwarm_9000 model.kl_warmup=1000 train.max_steps=9000
+python -m jebm_lite.latent_table --profile cpu --datasets fmnist --seeds 0 \
+    --runs runs/layernorm --results results/layernorm model.norm=layer
 ```
 """)
 
 code(r'''
 PROBES = {"sigma01": "sigma = 0.1", "wide": "widths 64, 128 / 1024", "klwarm": "KL warm-up 1000",
-          "klwarm_9000": "KL warm-up 1000, continued"}
+          "klwarm_9000": "KL warm-up 1000, continued", "layernorm": "per-sample LayerNorm"}
 LAYER_NAMES = ("the bottom layer", "the middle layer", "the top layer")
-probe_records = {k: latent_table.load_results(f"results/{k}", profile="cpu") for k in PROBES}
+# the probes are Fashion-MNIST seed 0 (results/layernorm also holds the full table of the next section)
+probe_records = {k: [r for r in latent_table.load_results(f"results/{k}", profile="cpu")
+                     if r["dataset"] == "fmnist" and r["seed"] == 0] for k in PROBES}
 if not CI and any(probe_records.values()):
     base = {(r["dataset"], r["method"], r["seed"]): r for r in records}
     probe_rows = []
@@ -621,8 +633,9 @@ if not CI and any(probe_records.values()):
             if r.get("accuracy"):
                 glue(f"ch04_probe_{k}_{method}_best", LAYER_NAMES[int(np.argmax(r["accuracy"]))], display=False)
     display(pd.DataFrame(probe_rows).round(1))
+    # the other probes' runs at 3000 iterations (not the normalisation probe): where is the class?
     probe_acc = [r["accuracy"] for k, recs in probe_records.items() for r in recs
-                 if r.get("accuracy") and r["train_steps"] == 3000]
+                 if r.get("accuracy") and r["train_steps"] == 3000 and k != "layernorm"]
     glue("ch04_probe_n", WORDS.get(len(probe_acc), str(len(probe_acc))), display=False)
     glue("ch04_probe_nbottom", WORDS.get(sum(int(np.argmax(a)) == 0 for a in probe_acc), "?"), display=False)
 elif not any(probe_records.values()):
@@ -630,7 +643,7 @@ elif not any(probe_records.values()):
 ''')
 
 md(r"""
-**None of the three moves the class to the top layer.** With $\sigma = 0.1$ the joint prior's layers
+**Three of the four probes do not move the class to the top layer.** With $\sigma = 0.1$ the joint prior's layers
 read {glue:text}`ch04_probe_sigma01_joint_z1:.1f`, {glue:text}`ch04_probe_sigma01_joint_z2:.1f` and
 {glue:text}`ch04_probe_sigma01_joint_z3:.1f` % (VLAE {glue:text}`ch04_probe_sigma01_vlae_z1:.1f`,
 {glue:text}`ch04_probe_sigma01_vlae_z2:.1f`, {glue:text}`ch04_probe_sigma01_vlae_z3:.1f` %); with
@@ -639,21 +652,157 @@ and {glue:text}`ch04_probe_wide_joint_z3:.1f` % (VLAE {glue:text}`ch04_probe_wid
 {glue:text}`ch04_probe_wide_vlae_z2:.1f`, {glue:text}`ch04_probe_wide_vlae_z3:.1f` %); with the KL
 warm-up {glue:text}`ch04_probe_klwarm_joint_z1:.1f`, {glue:text}`ch04_probe_klwarm_joint_z2:.1f` and
 {glue:text}`ch04_probe_klwarm_joint_z3:.1f` % (VLAE {glue:text}`ch04_probe_klwarm_vlae_z1:.1f`,
-{glue:text}`ch04_probe_klwarm_vlae_z2:.1f`, {glue:text}`ch04_probe_klwarm_vlae_z3:.1f` %). In
-{glue:text}`ch04_probe_nbottom` of the {glue:text}`ch04_probe_n` probe runs at 3000 iterations the bottom
-layer is still the most predictive, as in the table. The warm-up is the one setting that changes
-VLAE's codes: its bottom layer falls from {glue:text}`ch04_probe_base_vlae_z1:.1f` to
+{glue:text}`ch04_probe_klwarm_vlae_z2:.1f`, {glue:text}`ch04_probe_klwarm_vlae_z3:.1f` %). The warm-up
+changes VLAE's codes (its bottom layer falls from {glue:text}`ch04_probe_base_vlae_z1:.1f` to
 {glue:text}`ch04_probe_klwarm_vlae_z1:.1f` % and {glue:text}`ch04_probe_klwarm_vlae_best` becomes the
-most predictive. It does not change the joint prior's, and continued to 9000 iterations it moves
-neither to the top (joint {glue:text}`ch04_probe_klwarm_9000_joint_z1:.1f`,
+most predictive) but not the joint prior's, and continued to 9000 iterations it moves neither to the
+top (joint {glue:text}`ch04_probe_klwarm_9000_joint_z1:.1f`,
 {glue:text}`ch04_probe_klwarm_9000_joint_z2:.1f`, {glue:text}`ch04_probe_klwarm_9000_joint_z3:.1f` %;
 VLAE {glue:text}`ch04_probe_klwarm_9000_vlae_z1:.1f`, {glue:text}`ch04_probe_klwarm_9000_vlae_z2:.1f`,
 {glue:text}`ch04_probe_klwarm_9000_vlae_z3:.1f` %, best: {glue:text}`ch04_probe_klwarm_9000_vlae_best`).
-So the bottom-heavy Fashion-MNIST codes are not an artefact of our loose likelihood, of the thinned
-networks or of a missing warm-up, one seed each. Untested candidates: VLAE's BatchNorm (left out on
-purpose: in train mode it couples the images of a batch, which breaks per-sample Langevin and
-hierarchical sampling; see `jebm_lite.models.hierarchical`), its L1 loss, and a much longer training
-(VLAE's own runs take one to two days on a GPU).
+
+**Per-sample normalisation does.** With `model.norm=layer` the joint prior's layers read
+{glue:text}`ch04_probe_layernorm_joint_z1:.1f`, {glue:text}`ch04_probe_layernorm_joint_z2:.1f` and
+{glue:text}`ch04_probe_layernorm_joint_z3:.1f` % (VLAE {glue:text}`ch04_probe_layernorm_vlae_z1:.1f`,
+{glue:text}`ch04_probe_layernorm_vlae_z2:.1f`, {glue:text}`ch04_probe_layernorm_vlae_z3:.1f` %): for both
+priors {glue:text}`ch04_probe_layernorm_joint_best` (joint) and {glue:text}`ch04_probe_layernorm_vlae_best`
+(VLAE) is now the most predictive, after the same 3000 iterations; in
+{glue:text}`ch04_probe_nbottom` of the other {glue:text}`ch04_probe_n` probe runs at 3000 iterations it was
+the bottom one. So the bottom-heavy Fashion-MNIST codes are not an artefact of our loose likelihood, of the
+thinned networks or of a missing warm-up, but of the missing normalisation: without it the long fully
+connected path to the top layer learns slowly, and the bottom layer, two convolutions from the pixels,
+takes the class first. One seed is a probe, not a result, so the next section runs the whole table
+with it.
+""")
+
+md(r"""
+### The table again, with per-sample normalisation
+
+The fourth probe is the one that moves the class, so the whole table was run again with it: both data
+sets, both priors, seeds 0, 1, 2, 3000 iterations each, everything else as in the table above
+(`model.norm=layer`; each cell writes one result file to `results/layernorm/`, about six minutes of
+training per cell on one CPU thread):
+
+```bash
+python -m jebm_lite.latent_table --profile cpu --seeds 0 1 2 \
+    --runs runs/layernorm --results results/layernorm model.norm=layer
+# then every cell continued to 9000 iterations, as for the table without normalisation
+mkdir -p runs/layernorm_9000; cp -r runs/layernorm/*_seed[012]-cpu runs/layernorm_9000/
+rm runs/layernorm_9000/*/result.json
+python -m jebm_lite.latent_table --profile cpu --seeds 0 1 2 --runs runs/layernorm_9000 \
+    --results results/layernorm_9000 model.norm=layer train.max_steps=9000
+```
+""")
+
+code(r'''
+ln_records = latent_table.load_results("results/layernorm", profile="cpu")
+ln_rows = latent_table.summarise(ln_records) if ln_records else []
+ln_datasets = [d for d in ("mnist", "fmnist") if any(r["dataset"] == d for r in ln_rows)]
+if ln_rows:
+    display(pd.DataFrame([{"data": r["dataset"], "model": r["method"], "seed": r["seed"],
+                           **{f"z_{i + 1} (%)": a for i, a in enumerate(r["accuracy"] or [np.nan] * 3)},
+                           "iterations": r["train_steps"], "train time (min)": (r["train_time_s"] or 0) / 60,
+                           "status": f"diverged at {r['diverged']['step']}" if r.get("diverged") else "finished",
+                           "commit": r["commit"]} for r in ln_records]).round(1))
+    display(Markdown(latent_table.table_markdown(ln_rows)))
+    for ds in ln_datasets:
+        glue_table(f"ch04_ln_{ds}", ln_rows, ln_records, ds)
+    # mean top-layer accuracy with and without the normalisation, per (data, prior)
+    for r in ln_rows:
+        if r["layer"] == 3:
+            plain = next(q["mean"] for q in rows if (q["dataset"], q["method"], q["layer"]) == (r["dataset"], r["method"], 3))
+            glue(f"ch04_ln_{r['dataset']}_{r['method']}_z3_gain", r["mean"] - plain, display=False)
+    ln_best = {(r["dataset"], r["method"]): LAYER_NAMES[int(np.argmax([q["mean"] for q in sorted(
+        [q for q in ln_rows if (q["dataset"], q["method"]) == (r["dataset"], r["method"])], key=lambda q: q["layer"])]))]
+        for r in ln_rows}
+    for (ds, me), name in ln_best.items():
+        glue(f"ch04_ln_{ds}_{me}_best", name, display=False)
+        # per seed: in how many finished runs is the top layer the most predictive?
+        acc_ = [r["accuracy"] for r in ln_records if (r["dataset"], r["method"]) == (ds, me) and r.get("accuracy")]
+        glue(f"ch04_ln_{ds}_{me}_seed_topbest", f"{sum(int(np.argmax(a)) == 2 for a in acc_)} of {len(acc_)}",
+             display=False)
+else:
+    print("no result files in results/layernorm (see the command above)")
+''')
+
+code(r'''
+# The normalised cells continued to 9000 iterations (if their result files are here).
+ln9_records = latent_table.load_results("results/layernorm_9000", profile="cpu")
+ln9_rows = latent_table.summarise(ln9_records) if ln9_records else []
+ln9_datasets = [d for d in ("mnist", "fmnist")  # data sets with both priors finished
+                if {r["method"] for r in ln9_rows if r["dataset"] == d} == {"joint", "vlae"}]
+if ln9_rows:
+    display(pd.DataFrame([{"data": r["dataset"], "model": r["method"], "seed": r["seed"],
+                           **{f"z_{i + 1} (%)": a for i, a in enumerate(r["accuracy"] or [np.nan] * 3)},
+                           "iterations": r["train_steps"],
+                           "status": f"diverged at {r['diverged']['step']}" if r.get("diverged") else "finished",
+                           "commit": r["commit"]} for r in ln9_records]).round(1))
+    display(Markdown(latent_table.table_markdown(ln9_rows)))
+    for ds in ln9_datasets:
+        glue_table(f"ch04_ln9_{ds}", ln9_rows, ln9_records, ds)
+else:
+    print("no result files in results/layernorm_9000 (see the commands above)")
+''')
+
+code(r'''
+# Mean accuracy by layer (± std over seeds), one panel per (prior, data): without normalisation (grey,
+# 3000 iterations), with it at 3000 (colour) and 9000 iterations (dark), the paper's row (black crosses).
+if ln_rows:
+    fig, axes = plt.subplots(2, len(ln_datasets), figsize=(5.2 * len(ln_datasets), 6.4), sharey=True,
+                             sharex=True, squeeze=False)
+    for row, (me, color) in enumerate((("joint", viz.LAYER_COLORS[0]), ("vlae", viz.LAYER_COLORS[1]))):
+        for ax, ds in zip(axes[row], ln_datasets):
+            series = [(rows, "--o", "0.6", "no normalisation, 3000 it."),
+                      (ln_rows, "-o", color, "LayerNorm, 3000 it."),
+                      (ln9_rows, "-s", "black", "LayerNorm, 9000 it.")]
+            for src, style, c, label in series:
+                s_ = sorted([r for r in src if r["dataset"] == ds and r["method"] == me], key=lambda r: r["layer"])
+                if s_:
+                    ax.errorbar([r["layer"] for r in s_], [r["mean"] for r in s_],
+                                yerr=[r["std"] if np.isfinite(r["std"]) else 0 for r in s_], fmt=style, ms=4,
+                                color=c, capsize=3, label=label, alpha=0.8)
+            paper = latent_table.PAPER.get((ds, me))
+            if paper:
+                ax.plot([1, 2, 3], paper, "x", color="black", ms=10, mew=2, label="paper")
+            ax.set_xticks([1, 2, 3])
+            ax.set_xticklabels(["$z_1$ (bottom)", "$z_2$", "$z_3$ (top)"])
+            ax.set_ylim(0, 100)
+            ax.set_title(f"{'MNIST' if ds == 'mnist' else 'Fashion-MNIST'}, "
+                         f"{'joint EBM prior' if me == 'joint' else 'VLAE'}", fontsize=10)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    fig.tight_layout()
+    plt.show()
+''')
+
+md(r"""
+**With per-sample normalisation the class moves to the top layer.** On MNIST the joint prior's mean
+accuracy {glue:text}`ch04_ln_mnist_rise_joint` strictly from the bottom to the top layer
+({glue:text}`ch04_ln_mnist_joint_z1:.1f` ± {glue:text}`ch04_ln_mnist_joint_z1_std:.1f`,
+{glue:text}`ch04_ln_mnist_joint_z2:.1f` ± {glue:text}`ch04_ln_mnist_joint_z2_std:.1f` and
+{glue:text}`ch04_ln_mnist_joint_z3:.1f` ± {glue:text}`ch04_ln_mnist_joint_z3_std:.1f` %; paper 32.6 /
+58.3 / 67.6 %), and per seed it rises strictly in {glue:text}`ch04_ln_mnist_joint_seed_rise` runs. VLAE's
+{glue:text}`ch04_ln_mnist_rise_vlae` ({glue:text}`ch04_ln_mnist_vlae_z1:.1f`,
+{glue:text}`ch04_ln_mnist_vlae_z2:.1f`, {glue:text}`ch04_ln_mnist_vlae_z3:.1f` %; strictly rising in
+{glue:text}`ch04_ln_mnist_vlae_seed_rise` seeds). That is the ordering the paper reports for the joint prior,
+after the same 3000 iterations that without normalisation left the class in the middle layer. What it
+does not show is the paper's margin: the joint prior's top layer is not more predictive than VLAE's
+(joint minus VLAE: {glue:text}`ch04_ln_mnist_topgap:+.1f` points; paper +15.6), and it is
+{glue:text}`ch04_ln_mnist_joint_z3_gap:.1f` points below the paper's 67.6 %.
+
+On Fashion-MNIST the top layer is now the most predictive one in {glue:text}`ch04_ln_fmnist_joint_seed_topbest`
+joint seeds ({glue:text}`ch04_ln_fmnist_vlae_seed_topbest` VLAE seeds), against the bottom layer without
+normalisation, and the joint prior's top layer is {glue:text}`ch04_ln_fmnist_topgap:+.1f` points above
+VLAE's (paper +1.0). Its mean accuracy {glue:text}`ch04_ln_fmnist_rise_joint` strictly, though
+({glue:text}`ch04_ln_fmnist_joint_z1:.1f`, {glue:text}`ch04_ln_fmnist_joint_z2:.1f`,
+{glue:text}`ch04_ln_fmnist_joint_z3:.1f` %; paper 39.3 / 44.8 / 84.3 %): the middle layer is the least
+predictive, the pattern of the paper's VLAE row (52.4 / 35.7 / 83.2 %), not of its joint row. The top layer
+gained {glue:text}`ch04_ln_fmnist_joint_z3_gain:+.1f` points (joint) and
+{glue:text}`ch04_ln_fmnist_vlae_z3_gain:+.1f` (VLAE) over the table without normalisation, and is still
+{glue:text}`ch04_ln_fmnist_joint_z3_gap:.1f` points below the paper's.
+
+LN9_TEXT_PLACEHOLDER
 """)
 
 code(r'''
@@ -673,6 +822,10 @@ if not CI:
 # the stored 9000-iteration records: both data sets, both priors, at least three finished seeds per row
 assert {(r["dataset"], r["method"]) for r in longer_rows} == {(d, m) for d in ("mnist", "fmnist") for m in ("joint", "vlae")}
 assert all(r["n_seeds"] >= 3 for r in longer_rows), [(r["dataset"], r["method"], r["n_seeds"]) for r in longer_rows]
+# the stored per-sample-normalisation table: the same coverage
+assert {(r["dataset"], r["method"]) for r in ln_rows} == {(d, m) for d in ("mnist", "fmnist") for m in ("joint", "vlae")}
+assert all(r["n_seeds"] >= 3 for r in ln_rows), [(r["dataset"], r["method"], r["n_seeds"]) for r in ln_rows]
+assert all(r["config"]["model"]["norm"] == "layer" for r in ln_records)
 print(f"checks passed (profile {PROFILE})")
 ''')
 
@@ -713,7 +866,7 @@ and {glue:text}`ch04_resample_z3_cls:.0f` % ($\vz_3$) of the cases; swapping cod
 (reading (a)) in {glue:text}`ch04_swap_z1_cls:.0f` %, {glue:text}`ch04_swap_z2_cls:.0f` % and
 {glue:text}`ch04_swap_z3_cls:.0f` %.
 
-**So, at this budget, Tab. 1 is not reproduced.** In our stored run the most predictive layer is the
+**So, at this budget and without normalisation, Tab. 1 is not reproduced.** In our stored run the most predictive layer is the
 middle one on MNIST and the bottom one on Fashion-MNIST, for both priors, and the joint prior's
 accuracies lie within the spread over seeds of VLAE's: our joint EBM prior does not move the class
 to the top layer. The toy of chapter 5, with three digits, does put the class in the top layer (for
@@ -754,14 +907,26 @@ VLAE at the top: {glue:text}`ch04_longer_fmnist_topgap:+.1f` points; in the pape
 top layer, its top layer beating VLAE's) holds on MNIST at 9000 iterations only in its first half and
 only within the spread over seeds, and on Fashion-MNIST in neither half. Whether that changes with the
 paper's budget, more seeds and a stable EBM learning rate (the `full` profile, 30,000 iterations on a
-GPU) is left open here, and so is the cause (three probes below rule out three candidates).
+GPU) is left open here. The probes above find one cause on our side: the missing normalisation
+(with it, the next paragraph).
+
+**With per-sample normalisation** (`model.norm=layer`, the table in the previous section) the
+picture moves towards the paper's, at the same 3000 iterations: on MNIST the joint prior's mean accuracy
+{glue:text}`ch04_ln_mnist_rise_joint` from the bottom to the top layer
+({glue:text}`ch04_ln_mnist_joint_z1:.1f`, {glue:text}`ch04_ln_mnist_joint_z2:.1f`,
+{glue:text}`ch04_ln_mnist_joint_z3:.1f` %; strictly in {glue:text}`ch04_ln_mnist_joint_seed_rise` seeds)
+while VLAE's {glue:text}`ch04_ln_mnist_rise_vlae`, and on Fashion-MNIST the top layer becomes the most
+predictive one for both priors. The paper's second half, the joint prior's top layer beating VLAE's by a
+wide margin on MNIST, is still not seen ({glue:text}`ch04_ln_mnist_topgap:+.1f` points), and every top
+layer stays well below the paper's. LN9_SUMMARY_PLACEHOLDER
 
 **Why our numbers differ from the paper's.** Our budget is small: {glue:text}`ch04_mnist_steps`
 iterations of batch 100 (about five epochs) on CPU, where the paper trains far longer on a GPU; the
-MNIST architecture is not published and ours is an inference (VLAE-small without batch norm, with the
-gated merge, 3.2 M parameters like the paper's); the EBM learning rate is ten times the SVHN
-reference's (see chapter 5). The per-seed spread in the table is the honest error bar of our
-protocol; the paper reports no spread for Tab. 1.
+MNIST architecture is not published and ours is an inference (VLAE-small with the gated merge, 3.2 M
+parameters like the paper's, and without VLAE's batch norm, which the probes show matters; the
+per-sample LayerNorm that replaces it is our choice, not the paper's); the EBM learning rate is ten
+times the SVHN reference's (see chapter 5). The per-seed spread in the table is the honest error bar of
+our protocol; the paper reports no spread for Tab. 1.
 
 ## Summary
 
@@ -774,9 +939,15 @@ protocol; the paper reports no spread for Tab. 1.
 - Hierarchical sampling has two readings: swap a layer's codes between joint samples
   (`hierarchy.swap_grid`) or redraw the layer from its conditional (`hierarchy.resample_grid`).
 - Tab. 1 is rebuilt from result files of three seeds per cell (`jebm_lite.latent_table`), at 3000 and
-  at 9000 iterations. The joint prior's mean accuracy rises from bottom to top on MNIST at 9000
-  iterations (within the spread over seeds), not on Fashion-MNIST; its top layer is not more
-  predictive than VLAE's on either. The paper's Tab. 1 is not reproduced at this budget.
+  at 9000 iterations. Without normalisation the joint prior's mean accuracy rises from bottom to top on
+  MNIST only at 9000 iterations (within the spread over seeds), not on Fashion-MNIST, where the bottom
+  layer keeps the class.
+- Four probes find why: without VLAE's normalisation the long path to the top layer learns slowly.
+  With a per-sample LayerNorm at VLAE's BatchNorm positions (`model.norm=layer`) the joint prior's
+  accuracy rises strictly from bottom to top on MNIST in every seed, and on Fashion-MNIST the top layer
+  becomes the most predictive. The paper's margin over VLAE at the top and its absolute top-layer
+  accuracies are not reached at this budget: Tab. 1 is reproduced in its ordering on MNIST, not in
+  its numbers.
 
 ## Exercises
 
