@@ -485,6 +485,15 @@ longer_rows = latent_table.summarise(longer_records) if longer_records else []
 WORDS = {0: "none", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
+def records_frame(recs: list[dict]) -> pd.DataFrame:
+    """One row per result record: accuracy by layer, length, status (finished / diverged) and commit."""
+    return pd.DataFrame([{"data": r["dataset"], "model": r["method"], "seed": r["seed"],
+                          **{f"z_{i + 1} (%)": a for i, a in enumerate(r["accuracy"] or [np.nan] * 3)},
+                          "iterations": r["train_steps"], "train time (min)": (r["train_time_s"] or 0) / 60,
+                          "status": f"diverged at {r['diverged']['step']}" if r.get("diverged") else "finished",
+                          "commit": r["commit"]} for r in recs]).round(1)
+
+
 def glue_table(p: str, all_rows: list[dict], all_records: list[dict], ds: str) -> None:
     """Glue one data set's numbers of a table (summary rows + their records) as ``<p>_...``."""
     rows_ = [r for r in all_rows if r["dataset"] == ds]
@@ -510,16 +519,15 @@ def glue_table(p: str, all_rows: list[dict], all_records: list[dict], ds: str) -
         ok_acc = [r["accuracy"] for r in recs if r["method"] == me and r.get("accuracy")]
         glue(f"{p}_{me}_seed_rise", f"{sum(map(latent_table.strictly_rising, ok_acc))} of {len(ok_acc)}",
              display=False)
+        # in how many finished runs is the top layer the most predictive?
+        glue(f"{p}_{me}_seed_topbest", f"{sum(int(np.argmax(a)) == 2 for a in ok_acc)} of {len(ok_acc)}",
+             display=False)
     glue(f"{p}_joint_gap23", m_[("joint", 3)] - m_[("joint", 2)], display=False)
     glue(f"{p}_topgap", m_[("joint", 3)] - m_[("vlae", 3)], display=False)
 
 
 if longer_rows:
-    display(pd.DataFrame([{"data": r["dataset"], "model": r["method"], "seed": r["seed"],
-                           **{f"z_{i + 1} (%)": a for i, a in enumerate(r["accuracy"] or [np.nan] * 3)},
-                           "iterations": r["train_steps"],
-                           "status": f"diverged at {r['diverged']['step']}" if r.get("diverged") else "finished",
-                           "commit": r["commit"]} for r in longer_records]).round(1))
+    display(records_frame(longer_records))
     display(Markdown(latent_table.table_markdown(longer_rows)))
     longer_datasets = [d for d in ("mnist", "fmnist") if any(r["dataset"] == d for r in longer_rows)]
     for ds in longer_datasets:
@@ -699,28 +707,22 @@ ln_records = latent_table.load_results("results/layernorm", profile="cpu")
 ln_rows = latent_table.summarise(ln_records) if ln_records else []
 ln_datasets = [d for d in ("mnist", "fmnist") if any(r["dataset"] == d for r in ln_rows)]
 if ln_rows:
-    display(pd.DataFrame([{"data": r["dataset"], "model": r["method"], "seed": r["seed"],
-                           **{f"z_{i + 1} (%)": a for i, a in enumerate(r["accuracy"] or [np.nan] * 3)},
-                           "iterations": r["train_steps"], "train time (min)": (r["train_time_s"] or 0) / 60,
-                           "status": f"diverged at {r['diverged']['step']}" if r.get("diverged") else "finished",
-                           "commit": r["commit"]} for r in ln_records]).round(1))
+    display(records_frame(ln_records))
     display(Markdown(latent_table.table_markdown(ln_rows)))
     for ds in ln_datasets:
         glue_table(f"ch04_ln_{ds}", ln_rows, ln_records, ds)
     # mean top-layer accuracy with and without the normalisation, per (data, prior)
+    plain_top = {(q["dataset"], q["method"]): q["mean"] for q in rows if q["layer"] == 3}  # the table above
     for r in ln_rows:
-        if r["layer"] == 3:
-            plain = next(q["mean"] for q in rows if (q["dataset"], q["method"], q["layer"]) == (r["dataset"], r["method"], 3))
-            glue(f"ch04_ln_{r['dataset']}_{r['method']}_z3_gain", r["mean"] - plain, display=False)
+        if r["layer"] == 3 and (r["dataset"], r["method"]) in plain_top:
+            glue(f"ch04_ln_{r['dataset']}_{r['method']}_z3_gain", r["mean"] - plain_top[(r["dataset"], r["method"])],
+                 display=False)
     ln_best = {(r["dataset"], r["method"]): LAYER_NAMES[int(np.argmax([q["mean"] for q in sorted(
         [q for q in ln_rows if (q["dataset"], q["method"]) == (r["dataset"], r["method"])], key=lambda q: q["layer"])]))]
         for r in ln_rows}
     for (ds, me), name in ln_best.items():
         glue(f"ch04_ln_{ds}_{me}_best", name, display=False)
-        # per seed: in how many finished runs is the top layer the most predictive?
-        acc_ = [r["accuracy"] for r in ln_records if (r["dataset"], r["method"]) == (ds, me) and r.get("accuracy")]
-        glue(f"ch04_ln_{ds}_{me}_seed_topbest", f"{sum(int(np.argmax(a)) == 2 for a in acc_)} of {len(acc_)}",
-             display=False)
+
 else:
     print("no result files in results/layernorm (see the command above)")
 ''')
@@ -732,11 +734,7 @@ ln9_rows = latent_table.summarise(ln9_records) if ln9_records else []
 ln9_datasets = [d for d in ("mnist", "fmnist")  # data sets with both priors finished
                 if {r["method"] for r in ln9_rows if r["dataset"] == d} == {"joint", "vlae"}]
 if ln9_rows:
-    display(pd.DataFrame([{"data": r["dataset"], "model": r["method"], "seed": r["seed"],
-                           **{f"z_{i + 1} (%)": a for i, a in enumerate(r["accuracy"] or [np.nan] * 3)},
-                           "iterations": r["train_steps"],
-                           "status": f"diverged at {r['diverged']['step']}" if r.get("diverged") else "finished",
-                           "commit": r["commit"]} for r in ln9_records]).round(1))
+    display(records_frame(ln9_records))
     display(Markdown(latent_table.table_markdown(ln9_rows)))
     for ds in ln9_datasets:
         glue_table(f"ch04_ln9_{ds}", ln9_rows, ln9_records, ds)
@@ -802,7 +800,38 @@ gained {glue:text}`ch04_ln_fmnist_joint_z3_gain:+.1f` points (joint) and
 {glue:text}`ch04_ln_fmnist_vlae_z3_gain:+.1f` (VLAE) over the table without normalisation, and is still
 {glue:text}`ch04_ln_fmnist_joint_z3_gap:.1f` points below the paper's.
 
-LN9_TEXT_PLACEHOLDER
+**Continued to 9000 iterations** (the second table above), the normalised models keep this ordering on
+MNIST: the joint prior reads {glue:text}`ch04_ln9_mnist_joint_z1:.1f` ± {glue:text}`ch04_ln9_mnist_joint_z1_std:.1f`,
+{glue:text}`ch04_ln9_mnist_joint_z2:.1f` ± {glue:text}`ch04_ln9_mnist_joint_z2_std:.1f` and
+{glue:text}`ch04_ln9_mnist_joint_z3:.1f` ± {glue:text}`ch04_ln9_mnist_joint_z3_std:.1f` % (paper 32.6 / 58.3 /
+67.6 %), strictly rising in {glue:text}`ch04_ln9_mnist_joint_seed_rise` seeds, its top layer
+{glue:text}`ch04_ln9_mnist_joint_z3_gap:.1f` points below the paper's. But with the longer training VLAE's
+mean {glue:text}`ch04_ln9_mnist_rise_vlae` too ({glue:text}`ch04_ln9_mnist_vlae_z1:.1f`,
+{glue:text}`ch04_ln9_mnist_vlae_z2:.1f`, {glue:text}`ch04_ln9_mnist_vlae_z3:.1f` %; strictly in
+{glue:text}`ch04_ln9_mnist_vlae_seed_rise` seeds), and its top layer is as predictive as the joint prior's
+(joint minus VLAE: {glue:text}`ch04_ln9_mnist_topgap:+.1f` points, within VLAE's spread over seeds of
+± {glue:text}`ch04_ln9_mnist_vlae_z3_std:.1f`; paper +15.6). Where the two priors differ is the middle
+layer, {glue:text}`ch04_ln9_mnist_joint_z2:.1f` % for the joint prior against
+{glue:text}`ch04_ln9_mnist_vlae_z2:.1f` % for VLAE (the paper has 58.3 and 57.9 %). On Fashion-MNIST the
+joint prior's mean {glue:text}`ch04_ln9_fmnist_rise_joint` strictly
+({glue:text}`ch04_ln9_fmnist_joint_z1:.1f`, {glue:text}`ch04_ln9_fmnist_joint_z2:.1f`,
+{glue:text}`ch04_ln9_fmnist_joint_z3:.1f` %; strictly rising in {glue:text}`ch04_ln9_fmnist_joint_seed_rise`
+seeds, the top layer the most predictive in {glue:text}`ch04_ln9_fmnist_joint_seed_topbest`), VLAE's
+{glue:text}`ch04_ln9_fmnist_rise_vlae` ({glue:text}`ch04_ln9_fmnist_vlae_z1:.1f`,
+{glue:text}`ch04_ln9_fmnist_vlae_z2:.1f`, {glue:text}`ch04_ln9_fmnist_vlae_z3:.1f` %), and the joint
+prior's top layer is {glue:text}`ch04_ln9_fmnist_joint_z3_gap:.1f` points below the paper's 84.3 %.
+No normalised run diverged ({glue:text}`ch04_ln9_mnist_ndiv` on MNIST, {glue:text}`ch04_ln9_fmnist_ndiv`
+on Fashion-MNIST).
+
+So with per-sample normalisation the first half of the paper's Tab. 1 claim, the joint prior's accuracy
+rising from the bottom to the top layer, holds on MNIST, in every seed and at both lengths; on
+Fashion-MNIST the top layer holds the most class information but the middle layer dips below the
+bottom one in the mean. The second half, the joint prior's top layer beating VLAE's, is not seen on
+MNIST at either length; on Fashion-MNIST the joint prior's top layer is ahead by
+{glue:text}`ch04_ln9_fmnist_topgap:+.1f` points at 9000 iterations, well within its spread over seeds
+(± {glue:text}`ch04_ln9_fmnist_joint_z3_std:.1f`; paper +1.0). And the joint prior's top layers stay below the paper's, by
+{glue:text}`ch04_ln9_mnist_joint_z3_gap:.1f` points on MNIST and {glue:text}`ch04_ln9_fmnist_joint_z3_gap:.1f`
+on Fashion-MNIST, with a budget far below the paper's.
 """)
 
 code(r'''
@@ -825,7 +854,8 @@ assert all(r["n_seeds"] >= 3 for r in longer_rows), [(r["dataset"], r["method"],
 # the stored per-sample-normalisation table: the same coverage
 assert {(r["dataset"], r["method"]) for r in ln_rows} == {(d, m) for d in ("mnist", "fmnist") for m in ("joint", "vlae")}
 assert all(r["n_seeds"] >= 3 for r in ln_rows), [(r["dataset"], r["method"], r["n_seeds"]) for r in ln_rows]
-assert all(r["config"]["model"]["norm"] == "layer" for r in ln_records)
+assert all(r["config"]["model"]["norm"] == "layer" for r in ln_records + ln9_records)
+assert ln9_datasets == ["mnist", "fmnist"] and all(r["n_seeds"] >= 3 for r in ln9_rows)
 print(f"checks passed (profile {PROFILE})")
 ''')
 
@@ -918,7 +948,11 @@ picture moves towards the paper's, at the same 3000 iterations: on MNIST the joi
 while VLAE's {glue:text}`ch04_ln_mnist_rise_vlae`, and on Fashion-MNIST the top layer becomes the most
 predictive one for both priors. The paper's second half, the joint prior's top layer beating VLAE's by a
 wide margin on MNIST, is still not seen ({glue:text}`ch04_ln_mnist_topgap:+.1f` points), and every top
-layer stays well below the paper's. LN9_SUMMARY_PLACEHOLDER
+layer stays well below the paper's. Continued to 9000 iterations the MNIST ordering holds
+(joint {glue:text}`ch04_ln9_mnist_joint_z1:.1f`, {glue:text}`ch04_ln9_mnist_joint_z2:.1f`,
+{glue:text}`ch04_ln9_mnist_joint_z3:.1f` %, strictly rising in {glue:text}`ch04_ln9_mnist_joint_seed_rise`
+seeds), but VLAE's accuracy then {glue:text}`ch04_ln9_mnist_rise_vlae` as well and reaches the same top-layer
+accuracy.
 
 **Why our numbers differ from the paper's.** Our budget is small: {glue:text}`ch04_mnist_steps`
 iterations of batch 100 (about five epochs) on CPU, where the paper trains far longer on a GPU; the
@@ -944,10 +978,11 @@ our protocol; the paper reports no spread for Tab. 1.
   layer keeps the class.
 - Four probes find why: without VLAE's normalisation the long path to the top layer learns slowly.
   With a per-sample LayerNorm at VLAE's BatchNorm positions (`model.norm=layer`) the joint prior's
-  accuracy rises strictly from bottom to top on MNIST in every seed, and on Fashion-MNIST the top layer
-  becomes the most predictive. The paper's margin over VLAE at the top and its absolute top-layer
-  accuracies are not reached at this budget: Tab. 1 is reproduced in its ordering on MNIST, not in
-  its numbers.
+  accuracy rises strictly from bottom to top on MNIST in every seed, at 3000 and at 9000 iterations,
+  and on Fashion-MNIST the top layer becomes the most predictive (the middle one dips). The paper's
+  margin over VLAE at the top is not reproduced (at 9000 iterations VLAE's accuracy rises on MNIST too,
+  to the same top layer), nor its absolute top-layer accuracies: Tab. 1 is reproduced in its ordering
+  on MNIST, not in its numbers.
 
 ## Exercises
 
