@@ -480,8 +480,6 @@ The records below are those files (in the `ci` profile too: reading them costs n
 """)
 
 code(r'''
-longer_records = latent_table.load_results("results/tab1_9000", profile="cpu")
-longer_rows = latent_table.summarise(longer_records) if longer_records else []
 WORDS = {0: "none", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
@@ -526,15 +524,23 @@ def glue_table(p: str, all_rows: list[dict], all_records: list[dict], ds: str) -
     glue(f"{p}_topgap", m_[("joint", 3)] - m_[("vlae", 3)], display=False)
 
 
-if longer_rows:
-    display(records_frame(longer_records))
-    display(Markdown(latent_table.table_markdown(longer_rows)))
-    longer_datasets = [d for d in ("mnist", "fmnist") if any(r["dataset"] == d for r in longer_rows)]
-    for ds in longer_datasets:
-        glue_table(f"ch04_longer_{ds}", longer_rows, longer_records, ds)
-else:
-    longer_datasets = []
-    print("no 9000-iteration result files here (see the commands above)")
+def show_table(folder: str, prefix: str) -> tuple[list[dict], list[dict], list[str]]:
+    """Load a folder of result files, show its records and summary table, glue each data set as
+    ``<prefix>_<ds>_...``. Returns ``(records, summary rows, data sets with both priors)``."""
+    recs = latent_table.load_results(folder, profile="cpu")
+    rows_ = latent_table.summarise(recs) if recs else []
+    datasets = [d for d in ("mnist", "fmnist") if {r["method"] for r in rows_ if r["dataset"] == d} == {"joint", "vlae"}]
+    if rows_:
+        display(records_frame(recs))
+        display(Markdown(latent_table.table_markdown(rows_)))
+        for ds in datasets:
+            glue_table(f"{prefix}_{ds}", rows_, recs, ds)
+    else:
+        print(f"no result files in {folder} (see the commands above)")
+    return recs, rows_, datasets
+
+
+longer_records, longer_rows, longer_datasets = show_table("results/tab1_9000", "ch04_longer")
 ''')
 
 code(r'''
@@ -703,43 +709,18 @@ python -m jebm_lite.latent_table --profile cpu --seeds 0 1 2 --runs runs/layerno
 """)
 
 code(r'''
-ln_records = latent_table.load_results("results/layernorm", profile="cpu")
-ln_rows = latent_table.summarise(ln_records) if ln_records else []
-ln_datasets = [d for d in ("mnist", "fmnist") if any(r["dataset"] == d for r in ln_rows)]
-if ln_rows:
-    display(records_frame(ln_records))
-    display(Markdown(latent_table.table_markdown(ln_rows)))
-    for ds in ln_datasets:
-        glue_table(f"ch04_ln_{ds}", ln_rows, ln_records, ds)
-    # mean top-layer accuracy with and without the normalisation, per (data, prior)
-    plain_top = {(q["dataset"], q["method"]): q["mean"] for q in rows if q["layer"] == 3}  # the table above
-    for r in ln_rows:
-        if r["layer"] == 3 and (r["dataset"], r["method"]) in plain_top:
-            glue(f"ch04_ln_{r['dataset']}_{r['method']}_z3_gain", r["mean"] - plain_top[(r["dataset"], r["method"])],
-                 display=False)
-    ln_best = {(r["dataset"], r["method"]): LAYER_NAMES[int(np.argmax([q["mean"] for q in sorted(
-        [q for q in ln_rows if (q["dataset"], q["method"]) == (r["dataset"], r["method"])], key=lambda q: q["layer"])]))]
-        for r in ln_rows}
-    for (ds, me), name in ln_best.items():
-        glue(f"ch04_ln_{ds}_{me}_best", name, display=False)
-
-else:
-    print("no result files in results/layernorm (see the command above)")
+ln_records, ln_rows, ln_datasets = show_table("results/layernorm", "ch04_ln")
+# mean top-layer accuracy with and without the normalisation, per (data, prior)
+plain_top = {(q["dataset"], q["method"]): q["mean"] for q in rows if q["layer"] == 3}  # the table above
+for r in ln_rows:
+    if r["layer"] == 3 and (r["dataset"], r["method"]) in plain_top:
+        glue(f"ch04_ln_{r['dataset']}_{r['method']}_z3_gain", r["mean"] - plain_top[(r["dataset"], r["method"])],
+             display=False)
 ''')
 
 code(r'''
 # The normalised cells continued to 9000 iterations (if their result files are here).
-ln9_records = latent_table.load_results("results/layernorm_9000", profile="cpu")
-ln9_rows = latent_table.summarise(ln9_records) if ln9_records else []
-ln9_datasets = [d for d in ("mnist", "fmnist")  # data sets with both priors finished
-                if {r["method"] for r in ln9_rows if r["dataset"] == d} == {"joint", "vlae"}]
-if ln9_rows:
-    display(records_frame(ln9_records))
-    display(Markdown(latent_table.table_markdown(ln9_rows)))
-    for ds in ln9_datasets:
-        glue_table(f"ch04_ln9_{ds}", ln9_rows, ln9_records, ds)
-else:
-    print("no result files in results/layernorm_9000 (see the commands above)")
+ln9_records, ln9_rows, ln9_datasets = show_table("results/layernorm_9000", "ch04_ln9")
 ''')
 
 code(r'''

@@ -536,7 +536,7 @@ def _build_small(spec: dict) -> tuple[HierarchicalGenerator, LadderInference]:
     z-projections of the merge and the output layers stay unnormalised.
     """
     z, (c1, c2), h, merge = spec["z_dims"], spec["channels"], spec["hidden"], spec["merge"]
-    nm = spec.get("norm", "none") == "layer"
+    nm = spec["norm"] == "layer"
     C, H, W = spec["image_shape"]
     L = len(z)
     m = 2 if merge == "concat" else 1
@@ -562,9 +562,8 @@ def _build_small(spec: dict) -> tuple[HierarchicalGenerator, LadderInference]:
 
     # generator
     def image_tail(d_in: int) -> list[nn.Module]:
-        first: list[nn.Module] = [nn.Linear(d_in, flat)] + ([nn.LayerNorm(flat)] if nm else [])
         return [
-            *first, nn.LeakyReLU(GEN_SLOPE), Reshape(c2, *s),
+            *fc_block(d_in, flat, GEN_SLOPE, norm=nm), Reshape(c2, *s),
             deconv_block(c2, c1, True, norm=nm), deconv_block(c1, C, True, slope=None), nn.Tanh(),
         ]
 
