@@ -603,7 +603,7 @@ not a table):
   (a layer norm over channels and pixels) after every hidden convolution, in both networks
   (`jebm_lite.models.hierarchical`). Like BatchNorm it makes each hidden layer's output independent
   of the scale of its weights, which keeps the long fully connected paths to the upper layers
-  trainable; unlike it, every image is normalised on its own. It costs no measurable CPU time.
+  trainable; unlike it, every image is normalised on its own.
 
 ```bash
 python -m jebm_lite.latent_table --profile cpu --datasets fmnist --seeds 0 \
