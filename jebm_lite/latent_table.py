@@ -37,6 +37,9 @@ from .trainer import TrainingDiverged
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
 """Table row -> ``data.name``; the experiment presets are ``<row>_joint`` and ``<row>_vlae``."""
 METHODS = ("joint", "vlae")
+RECIPES = ("book", "ref")
+"""``book``: the presets ``<row>_<method>`` (chapters 3-7); ``ref``: ``<row>_ref_<method>``, the reference EBM
+recipe (spectral norm, 4 x 50 MLP, the EBM learning rate chosen on the validation split)."""
 
 PAPER: dict[tuple[str, str], tuple[float, ...]] = {
     ("mnist", "joint"): (32.60, 58.32, 67.64),
@@ -52,13 +55,20 @@ def result_path(results_dir: str | Path, dataset: str, method: str, seed: int, p
     return Path(results_dir) / f"{dataset}_{method}_seed{seed}_{profile}.json"
 
 
-def cell_config(dataset: str, method: str, seed: int, profile: str | None = None, overrides: Sequence[str] = ()):
-    """The experiment config of one table cell: preset ``<dataset>_<method>`` with ``train.seed = seed``."""
+def cell_config(dataset: str, method: str, seed: int, profile: str | None = None, overrides: Sequence[str] = (),
+                recipe: str = "book", validation: bool = False):
+    """The experiment config of one table cell: preset ``<dataset>_<method>`` (``recipe="ref"``:
+    ``<dataset>_ref_<method>``) with ``train.seed = seed``; ``validation`` trains on the ``fit`` split only
+    (the first 50000 training images), so that the ``val`` split can score hyper-parameters."""
     if dataset not in DATASETS:
         raise ConfigError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    return get_config(f"{dataset}_{method}", profile=profile, overrides=[f"train.seed={seed}", *overrides])
+    if recipe not in RECIPES:
+        raise ConfigError(f"recipe {recipe!r} is not one of {', '.join(RECIPES)}")
+    name = f"{dataset}_{method}" if recipe == "book" else f"{dataset}_ref_{method}"
+    split = ["data.split=fit"] if validation else []
+    return get_config(name, profile=profile, overrides=[f"train.seed={seed}", *split, *overrides])
 
 
 def cell_run_dir(cfg, runs_dir: str | Path = "runs/tab1") -> Path | None:
@@ -77,12 +87,14 @@ def cell_run(cfg, runs_dir: str | Path = "runs/tab1", device: str | torch.device
 
 def probe_data(cfg, test_subset: int | None = None) -> tuple[tuple, tuple]:
     """``((x_train, y_train), (x_test, y_test))`` of ``cfg.data``: all the training images the model saw
-    (``data.subset`` if set) and the full test split (or its first ``test_subset`` images)."""
+    (``data.subset`` if set) and the full test split (or its first ``test_subset`` images). A model trained
+    on the ``fit`` split is scored on the ``val`` split instead of ``test``."""
     from .data import as_tensors, get_dataset
 
     d = cfg.data
-    tr = as_tensors(get_dataset(d.name, "train", root=d.root, classes=d.classes, subset=d.subset))
-    te = as_tensors(get_dataset(d.name, "test", root=d.root, classes=d.classes, subset=test_subset))
+    held_out = "val" if d.split == "fit" else "test"
+    tr = as_tensors(get_dataset(d.name, d.split, root=d.root, classes=d.classes, subset=d.subset))
+    te = as_tensors(get_dataset(d.name, held_out, root=d.root, classes=d.classes, subset=test_subset))
     return tr, te
 
 
@@ -98,8 +110,13 @@ def run_cell(
     test_subset: int | None = None,
     device: str | torch.device | None = None,
     force: bool = False,
+    recipe: str = "book",
+    validation: bool = False,
 ) -> dict[str, Any]:
     """Train (or load) one cell of Tab. 1, probe every layer, write and return its result record.
+
+    ``recipe`` and ``validation`` as in :func:`cell_config` (with ``validation`` the accuracies are on the
+    ``val`` split, recorded as ``probe.split``).
 
     A result file that already exists for the same config is returned as it is (``force`` recomputes).
     In the ``ci`` profile the run trains in a temporary directory and the record is written only if
@@ -112,7 +129,7 @@ def run_cell(
         too: its record has ``"accuracy": None`` and ``"diverged": {"step", "message"}``, :func:`summarise`
         counts it apart, and the stored record keeps a rerun from training it again.
     """
-    cfg = cell_config(dataset, method, seed, profile, overrides)
+    cfg = cell_config(dataset, method, seed, profile, overrides, recipe, validation)
     out = result_path(results_dir, dataset, method, seed, cfg.profile)
     stored = None if force else stored_record(out, cfg)
     if stored is not None:
@@ -141,7 +158,7 @@ def run_cell(
         "accuracy": [100.0 * p.test_accuracy for p in probes],
         "train_accuracy": [100.0 * p.train_accuracy for p in probes],
         "probe": {"epochs": probe_epochs, "codes": "posterior means", "n_train": len(train[1]),
-                  "n_test": len(test[1])},
+                  "n_test": len(test[1]), "split": "val" if cfg.data.split == "fit" else "test"},
         "train_steps": rd.read_result().get("steps"),
         "train_time_s": rd.read_result().get("wall_time_s"),
         "train_wall_s": round(train_wall, 1),
@@ -217,6 +234,69 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------
+# The reference recipe's validation sweep (rule fixed before the runs: notebooks/results/ref_sweep/RULE.md)
+# ----------------------------------------------------------------------------------------------
+
+SWEEP_LR_E = (2e-6, 2e-5, 2e-4)
+SWEEP_NORMS = ("none", "layer")
+SWEEP_STEPS = 3000
+TIE_POINTS = 1.0  # EBM learning rates within this many points count as tied: the smaller one wins
+NORM_GAIN_POINTS = 2.0  # LayerNorm is kept only if it raises the mean of both priors' scores by this much
+
+
+def sweep_settings(dataset: str) -> list[tuple[str, str, list[str]]]:
+    """The sweep of one data set: ``[(folder name, method, overrides)]`` (joint: lr_e x norm; VLAE: norm)."""
+    out = []
+    for norm in SWEEP_NORMS:
+        for lr in SWEEP_LR_E:
+            out.append((f"{dataset}_joint_lr{lr:g}_{norm}", "joint", [f"optim.lr_e={lr:g}", f"model.norm={norm}"]))
+        out.append((f"{dataset}_vlae_{norm}", "vlae", [f"model.norm={norm}"]))
+    return out
+
+
+def select_setting(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Apply the written selection rule to the sweep records of one data set.
+
+    Score = validation accuracy of the top layer (seed 0, :data:`SWEEP_STEPS` iterations). Per norm, the
+    joint prior's EBM learning rate is the best-scoring one among runs that did not diverge; rates within
+    :data:`TIE_POINTS` of the best are tied and the smallest of them (closest to the reference 2e-6) wins.
+    LayerNorm is kept only if the mean of (best joint, VLAE) with it beats the mean without it by at least
+    :data:`NORM_GAIN_POINTS`; both priors then use the chosen norm (identical networks).
+
+    Returns ``{"norm", "lr_e", "scores": {norm: {"joint": {lr: score | None}, "vlae": score | None}}}``.
+    """
+    scores: dict[str, dict[str, Any]] = {n: {"joint": {}, "vlae": None} for n in SWEEP_NORMS}
+    for r in records:
+        if r.get("probe", {}).get("split") != "val" and r.get("accuracy") is not None:
+            raise ValueError("select_setting needs validation-split records (latent_table --validation)")
+        norm = r["config"]["model"]["norm"]
+        top = None if r.get("accuracy") is None else r["accuracy"][-1]
+        if r["method"] == "joint":
+            scores[norm]["joint"][float(r["config"]["optim"]["lr_e"])] = top
+        else:
+            scores[norm]["vlae"] = top
+    best: dict[str, tuple[float | None, float | None]] = {}
+    for norm, sc in scores.items():
+        ok = {lr: v for lr, v in sc["joint"].items() if v is not None}
+        if not ok:
+            best[norm] = (None, None)
+            continue
+        top = max(ok.values())
+        lr = min(lr for lr, v in ok.items() if v >= top - TIE_POINTS)
+        best[norm] = (lr, ok[lr])
+
+    def pair_mean(norm: str) -> float | None:
+        j, v = best[norm][1], scores[norm]["vlae"]
+        return None if j is None or v is None else (j + v) / 2
+
+    plain, layer = pair_mean("none"), pair_mean("layer")
+    norm = "layer" if plain is not None and layer is not None and layer >= plain + NORM_GAIN_POINTS else "none"
+    if plain is None and layer is not None:
+        norm = "layer"
+    return {"norm": norm, "lr_e": best[norm][0], "scores": scores, "pair_mean": {"none": plain, "layer": layer}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jebm_lite.latent_table", description="Paper Tab. 1, cell by cell.")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -226,19 +306,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", default="results/tab1", help="folder of the result files")
     p.add_argument("--runs", default="runs/tab1", help="folder of the run directories")
     p.add_argument("--force", action="store_true", help="recompute cells whose result file exists")
+    p.add_argument("--recipe", choices=RECIPES, default="book", help="book presets or the reference EBM recipe")
+    p.add_argument("--validation", action="store_true",
+                   help="train on the first 50000 training images and score on the last 10000 (no test set)")
+    p.add_argument("--sweep", action="store_true",
+                   help="the reference recipe's validation sweep (seed 0, one folder per setting under --results) "
+                        "and the setting chosen by the written rule")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     a = p.parse_args(argv)
     prof = get_profile(a.profile)
+    if a.sweep:
+        return _sweep(a, prof)
     for ds in a.datasets:
         for me in a.methods:
             for s in a.seeds:
-                rec = run_cell(ds, me, s, prof, a.results, a.runs, a.overrides, force=a.force)
+                rec = run_cell(ds, me, s, prof, a.results, a.runs, a.overrides, force=a.force, recipe=a.recipe,
+                               validation=a.validation)
                 if rec.get("diverged"):
                     print(f"{ds:7s} {me:6s} seed {s}: diverged at iteration {rec['diverged']['step']}", flush=True)
                     continue
                 print(f"{ds:7s} {me:6s} seed {s}: " + " / ".join(f"{v:.1f}" for v in rec["accuracy"])
                       + f"  (train {rec['train_wall_s']} s, probe {rec['probe_wall_s']} s)", flush=True)
     print(table_markdown(summarise(load_results(a.results, prof))))
+    return 0
+
+
+def _sweep(a: argparse.Namespace, prof: str) -> int:
+    steps = [f"train.max_steps={SWEEP_STEPS}", "train.ckpt_every=1000"] if prof != "ci" else []
+    for ds in a.datasets:
+        recs = []
+        for folder, me, over in sweep_settings(ds):
+            rec = run_cell(ds, me, 0, prof, Path(a.results) / folder, Path(a.runs) / folder,
+                           [*over, *steps, *a.overrides], force=a.force, recipe="ref", validation=True)
+            recs.append(rec)
+            acc = "diverged" if rec.get("accuracy") is None else " / ".join(f"{v:.1f}" for v in rec["accuracy"])
+            print(f"{folder}: {acc}", flush=True)
+        choice = select_setting(recs)
+        print(f"{ds}: chosen model.norm={choice['norm']} optim.lr_e={choice['lr_e']:g}", flush=True)
+        write_json_atomic(Path(a.results) / f"{ds}_choice_{prof}.json", {"dataset": ds, **choice,
+                          "scores": {n: {"joint": {f"{k:g}": v for k, v in sc["joint"].items()}, "vlae": sc["vlae"]}
+                                     for n, sc in choice["scores"].items()}})
     return 0
 
 

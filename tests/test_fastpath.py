@@ -63,8 +63,8 @@ def test_fast_chain_equals_plain_chain(activation, sn, train, device):
     b = sample_prior(fast, 100, 60, 0.4, generator=_gen(1, device), fast=True, record=True)
     _assert_same_trace(a, b)
     _assert_same_state(plain, fast)  # same number of power iterations, same u / v
-    if not (sn and train):  # weights fixed during the chain: the same kernels give the same bits
-        assert torch.equal(a.chain, b.chain)
+    # No bit-equality claim: autograd's backward and the hand-derived one are different computations, whose
+    # last bits depend on the CPU's kernel dispatch (equal on one machine, 1 ulp apart on the next).
 
 
 @pytest.mark.parametrize("shape", [((10,) * 5, 100, 2), ((2, 2), 16, 1), ((3,), 8, 3)])
@@ -183,7 +183,7 @@ def test_fallback_to_plain_path():
     prior = JointEBMPrior((3,), _Quadratic(3))
     a = sample_prior(prior, 5, 10, 0.4, generator=_gen(7), fast=True)
     b = sample_prior(prior, 5, 10, 0.4, generator=_gen(7), fast=False)
-    assert torch.equal(a.z, b.z)
+    assert torch.equal(a.z, b.z)  # the fallback is the plain path itself: same kernels, same bits
 
     e = EnergyMLP(4, 8, 2)
     assert e.supports_value_and_grad() and e.can_schedule()
@@ -201,7 +201,7 @@ def test_fallback_to_plain_path():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         a = sample_prior(plain, 4, 5, 0.4, generator=_gen(8), fast=False)
         b = sample_prior(fast, 4, 5, 0.4, generator=_gen(8), fast=True)
-    assert torch.equal(a.z, b.z)
+    assert torch.equal(a.z, b.z)  # both ran the plain path: the same kernels, so the same bits
 
 
 def test_default_and_switch():

@@ -8,8 +8,8 @@ an int. Files are looked for under :func:`data_root` (argument, else ``$JEBM_DAT
 ==================  ==============  ======================  =====================================
 name                image shape     splits                  files (under the data root)
 ==================  ==============  ======================  =====================================
-``mnist``           (1, 28, 28)     train, test             ``mnist/*.gz`` or ``MNIST/raw/``
-``fashion_mnist``   (1, 28, 28)     train, test             ``fashion-mnist/*.gz`` or ``FashionMNIST/raw/``
+``mnist``           (1, 28, 28)     train, test, fit, val   ``mnist/*.gz`` or ``MNIST/raw/``
+``fashion_mnist``   (1, 28, 28)     train, test, fit, val   ``fashion-mnist/*.gz`` or ``FashionMNIST/raw/``
 ``svhn``            (3, 32, 32)     train, test, extra      ``svhn/{split}_32x32.mat`` (or in the root)
 ``celeba64``        (3, 64, 64)     train, valid, test, all ``celeba/img_align_celeba/`` or ``celeba64/{split}/``
 ``cifar10``         (3, 32, 32)     train, test             ``cifar-10-batches-py/``
@@ -61,8 +61,8 @@ _SHAPES: dict[str, tuple[int, int, int]] = {
     "factors": (3, 32, 32),
 }
 _SPLITS: dict[str, tuple[str, ...]] = {
-    "mnist": ("train", "test"),
-    "fashion_mnist": ("train", "test"),
+    "mnist": mnist.SPLITS,
+    "fashion_mnist": mnist.SPLITS,
     "svhn": svhn.SPLITS,
     "celeba64": celeba.SPLITS,
     "cifar10": cifar.SPLITS,
@@ -115,7 +115,8 @@ def get_dataset(
 
     Args:
         name: one of :data:`DATASETS` or :data:`STANDINS`.
-        split: ``train`` | ``test`` (``extra`` for SVHN; ``valid`` and ``all`` for CelebA).
+        split: ``train`` | ``test`` (``fit`` / ``val`` for MNIST-family: the training set cut 50000 / 10000;
+            ``extra`` for SVHN; ``valid`` and ``all`` for CelebA).
         root: the data folder (see :func:`data_root`).
         classes: keep only these labels, e.g. ``(0, 1, 2)`` (not for ``celeba64``, which has no labels).
         subset: keep the first ``subset`` examples, after the class filter.

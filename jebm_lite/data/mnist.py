@@ -147,8 +147,14 @@ def not_found(name: str, root: Path) -> DataNotFoundError:
     return DataNotFoundError(msg)
 
 
+SPLITS: tuple[str, ...] = ("train", "test", "fit", "val")
+"""``train`` (60000) and ``test`` (10000) as distributed; ``fit`` (the first 50000 training images) and ``val``
+(the last 10000) carve a validation split out of ``train`` for choosing hyper-parameters without the test set."""
+N_FIT = 50_000
+
+
 def load(name: str, split: str, root: Path, download: bool = False) -> TensorImageDataset:
-    """MNIST / Fashion-MNIST ``split`` (``train`` 60000 | ``test`` 10000) as a :class:`TensorImageDataset`.
+    """MNIST / Fashion-MNIST ``split`` (see :data:`SPLITS`) as a :class:`TensorImageDataset`.
 
     Returns images (N, 1, 28, 28) in [-1, 1] and labels 0..9.
 
@@ -156,12 +162,17 @@ def load(name: str, split: str, root: Path, download: bool = False) -> TensorIma
         DataNotFoundError: when the files are missing and ``download`` is False.
     """
     cls = _FAMILY[name][0]
-    train = split == "train"
+    train = split != "test"
     tv_root = resolve_root(name, root)
     if tv_root is None:
         if not download:
             raise not_found(name, root)
         tv_root = root
     ds = cls(str(tv_root), train=train, download=download and tv_root == root)
-    images = ds.data.unsqueeze(1).contiguous()  # (N, 28, 28) uint8 -> (N, 1, 28, 28)
-    return TensorImageDataset(images, ds.targets, ds.classes)
+    images, targets = ds.data, ds.targets
+    if split == "fit":
+        images, targets = images[:N_FIT], targets[:N_FIT]
+    elif split == "val":
+        images, targets = images[N_FIT:], targets[N_FIT:]
+    images = images.unsqueeze(1).contiguous()  # (N, 28, 28) uint8 -> (N, 1, 28, 28)
+    return TensorImageDataset(images, targets, ds.classes)
