@@ -4,6 +4,7 @@ Cui, Wu & Han, "Learning Hierarchical Features with Joint Latent Space Energy-Ba
 ICCV 2023. See CONTRIBUTING.md for the module map.
 """
 
+from . import io
 from .config import ExperimentConfig, apply_overrides, get_config
 from .runtime import ConfigError, RunCard, get_device, get_profile, seed_everything, start_run
 
@@ -17,6 +18,7 @@ __all__ = [
     "get_config",
     "get_device",
     "get_profile",
+    "io",
     "seed_everything",
     "start_run",
     "__version__",

@@ -105,7 +105,10 @@ def cmd_train(args) -> int:
         return 0
 
     from .data import DataNotFoundError
+    from .io import check_writable_dir
     from .runs import training_data
+
+    check_writable_dir(out)  # --out naming a file, a folder under a file, or a read-only place
 
     device = get_device(cfg.train.device)
     distributed.init_from_env(device)
@@ -136,8 +139,8 @@ def cmd_train(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 usage/config/data/checkpoint error,
-    3 training diverged)."""
+    """Entry point; returns the exit status (0 ok, 2 usage/config/data/checkpoint/file error,
+    3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # python -m jebm_lite evaluate RUN_DIR ... (see jebm_lite.evaluate)
         from .evaluate import main as evaluate_main
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from .trainer import CheckpointError, TrainingDiverged
+    from .trainer import CheckpointError, TrainingDiverged, TrainingInterrupted
 
     try:
         if args.command == "configs":
@@ -168,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         _err(str(e))
         return EXIT_DIVERGED
+    except TrainingInterrupted as e:  # SIGINT / SIGTERM: a checkpoint was written, the command resumes
+        print(f"stopped: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except OSError as e:  # e.g. the disk filled up outside a checkpoint write
+        _err(f"{e.filename or 'a file'}: {e.strerror or e}. Free space or fix the folder, then run the same "
+             "command again (a run resumes from its last checkpoint).")
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

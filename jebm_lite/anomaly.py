@@ -190,8 +190,7 @@ def run_anomaly_experiment(cfg, run_dir=None, device=None, resume: bool = True):
     The default run directory is ``runs/<name>-h<digit>-<profile>`` (a temporary one in ``ci``), so the
     five held-out digits of Tab. 3 do not collide.
     """
-    import tempfile
-
+    from .io import temp_dir
     from .learners import build_learner
     from .runs import RunDir, load_or_train
 
@@ -199,7 +198,7 @@ def run_anomaly_experiment(cfg, run_dir=None, device=None, resume: bool = True):
         raise ConfigError("run_anomaly_experiment needs data.hold_out=<digit>")
     if run_dir is None:
         tag = f"{cfg.name}-h{cfg.data.hold_out}"
-        run_dir = Path(tempfile.mkdtemp(prefix=f"{tag}-ci-")) if cfg.profile == "ci" else Path("runs") / f"{tag}-{cfg.profile}"
+        run_dir = temp_dir(f"{tag}-ci-") if cfg.profile == "ci" else Path("runs") / f"{tag}-{cfg.profile}"
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     data = None if rd.is_finished() else anomaly_training_data(cfg, device)
     learner, history = load_or_train(cfg, rd, build_learner, data, device=device, resume=resume)

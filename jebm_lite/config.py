@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ class TrainConfig:
     progress: bool = True
     guard_max_rollbacks: int = 3
     guard_energy_limit: float = 1e4  # |f| above this counts as an explosion
+    guard_metric_limit: float = 1e8  # |any logged metric| (losses, KL, rec, ...) above this counts as divergence
     guard_lr_factor: float = 0.5  # multiply learning rates by this after a roll-back
 
 
@@ -309,6 +311,7 @@ def validate(cfg: ExperimentConfig) -> None:
     """Check values that types alone cannot; raise :class:`ConfigError` naming the fix."""
     if cfg.method not in METHODS:
         raise ConfigError(f"method={cfg.method!r} is not one of {', '.join(METHODS)}")
+    _check_numbers(cfg)
     if cfg.train.batch_size < 1 or cfg.train.max_steps < 0:
         raise ConfigError("train.batch_size must be >= 1 and train.max_steps >= 0")
     if cfg.model.sigma <= 0:
@@ -347,6 +350,60 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.method == "udiffusion" and dc.zero_init and cfg.ebm.spectral_norm:
         raise ConfigError("diffusion.zero_init=true needs ebm.spectral_norm=false (a zero matrix has no spectral "
                           "normalisation)")
+
+
+def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    out = []
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        if dataclasses.is_dataclass(v):
+            out += _numbers(v, prefix + f.name + ".")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append((prefix + f.name, v))
+        elif isinstance(v, tuple):
+            out += [(f"{prefix}{f.name}[{i}]", x) for i, x in enumerate(v) if isinstance(x, (int, float))]
+    return out
+
+
+# (low, high, low inclusive, high inclusive) for numeric fields whose range is not checked elsewhere
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "model.sigma": (0.0, math.inf, False, False),
+    "model.free_bits": (0.0, math.inf, True, False),
+    "optim.lr_g": (0.0, math.inf, False, False),
+    "optim.lr_e": (0.0, math.inf, True, False),
+    "optim.betas_g[0]": (0.0, 1.0, True, False), "optim.betas_g[1]": (0.0, 1.0, True, False),
+    "optim.betas_e[0]": (0.0, 1.0, True, False), "optim.betas_e[1]": (0.0, 1.0, True, False),
+    "optim.weight_decay_g": (0.0, math.inf, True, False),
+    "optim.weight_decay_e": (0.0, math.inf, True, False),
+    "optim.lr_decay": (0.0, 1.0, False, True),
+    "optim.grad_clip": (0.0, math.inf, False, False),
+    "train.keep_ckpts": (1, math.inf, True, False),
+    "train.guard_max_rollbacks": (0, math.inf, True, False),
+    "train.guard_energy_limit": (0.0, math.inf, False, False),
+    "train.guard_metric_limit": (0.0, math.inf, False, False),
+    "train.guard_lr_factor": (0.0, 1.0, False, False),
+    "data.num_workers": (0, math.inf, True, False),
+}
+
+
+def _check_numbers(cfg: ExperimentConfig) -> None:
+    """Every number in the config is finite, and the ones in :data:`_RANGES` lie in their range."""
+    for key, v in _numbers(cfg):
+        if not math.isfinite(v):
+            raise ConfigError(f"{key}={v} is not a finite number; give a finite value (e.g. {key}=0.5)")
+        if key in _RANGES:
+            lo, hi, lo_in, hi_in = _RANGES[key]
+            if (v < lo or (v == lo and not lo_in)) or (v > hi or (v == hi and not hi_in)):
+                left, right = "[" if lo_in else "(", "]" if hi_in else ")"
+                raise ConfigError(f"{key}={v:g} is out of range: it must lie in {left}{lo:g}, {hi:g}{right}")
+    if cfg.train.device is not None:
+        import torch
+
+        try:
+            torch.device(cfg.train.device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"train.device={cfg.train.device!r} is not a device; use cpu, cuda, cuda:0 or "
+                              "leave it unset (CUDA when available)") from None
 
 
 def config_from_json(text_or_dict: str | dict) -> ExperimentConfig:

@@ -142,6 +142,16 @@ def inception_metric(
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     path = resolve_weights(weights_path)
+    if path is not None:  # read it safely first: a junk or crafted file is refused before torch-fidelity sees it
+        from .io import safe_torch_load
+        from .runtime import CheckpointError
+
+        try:
+            blob = safe_torch_load(path, "Inception weights file", "point --weights at torch-fidelity's file")
+        except CheckpointError as e:
+            raise FIDWeightsNotFoundError(_missing_message(f"{path} is not that file ({str(e)[:300]})")) from None
+        if not isinstance(blob, dict):
+            raise FIDWeightsNotFoundError(_missing_message(f"{path} is not that file (no state dict inside)"))
     try:
         return FrechetInceptionDistance(
             feature=feature, normalize=False, antialias=antialias,
@@ -310,7 +320,7 @@ def _load_states(metric, which: str, states: dict[str, Tensor]) -> None:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    from .runs import atomic_write
+    from .io import atomic_write
 
     atomic_write(path, lambda f: torch.save(state, f), mode="wb")
 
@@ -395,10 +405,14 @@ def compute_fid(
     done = {"real": 0, "fake": 0}
     elapsed, resumed = 0.0, False
     if state_path is not None and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if st.get("key") != key:
+        from .io import safe_torch_load
+
+        st = safe_torch_load(state_path, "FID state file", "delete it (or pass another name=/state_path=) to "
+                             "compute the FID afresh")
+        if not isinstance(st, dict) or st.get("key") != key:
             raise ConfigError(
-                f"FID state file {state_path} was written for other settings:\n  stored {st.get('key')}\n"
+                f"FID state file {state_path} was written for other settings:\n"
+                f"  stored {st.get('key') if isinstance(st, dict) else type(st).__name__}\n"
                 f"  now    {key}\nDelete it (or pass another name=/state_path=) to start afresh."
             )
         for which in ("real", "fake"):
@@ -434,7 +448,7 @@ def compute_fid(
         wall_time_s=round(elapsed + time.perf_counter() - t0, 3), device=device_name(dev), resumed=resumed,
     )
     if run_dir is not None:
-        from .runs import write_json_atomic
+        from .io import write_json_atomic
 
         out = Path(run_dir) / "results" / f"{name}.json"
         res.result_path = str(out)

@@ -330,8 +330,10 @@ def digit_classifier(
     dev = get_device(device)
     key = {"epochs": int(epochs), "subset": subset, "seed": int(seed)}
     if cache is not None and Path(cache).is_file():
-        blob = torch.load(cache, map_location="cpu", weights_only=False)
-        if blob.get("key") == key:
+        from .io import safe_torch_load
+
+        blob = safe_torch_load(cache, "digit-classifier cache", "delete it and the classifier is trained again")
+        if isinstance(blob, dict) and blob.get("key") == key:
             net = DigitCNN(blob.get("n_classes", 10))
             net.load_state_dict(blob["state_dict"])
             net.test_accuracy = blob["test_accuracy"]
@@ -341,7 +343,7 @@ def digit_classifier(
     xt, yt = as_tensors(get_dataset("mnist", "test", root=root), device=dev)
     net.test_accuracy = classifier_accuracy(net, xt, yt)
     if cache is not None:
-        from .runs import atomic_write
+        from .io import atomic_write
 
         blob = {"key": key, "n_classes": 10, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
                 "test_accuracy": net.test_accuracy}

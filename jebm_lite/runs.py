@@ -16,12 +16,10 @@ run is resumed from its newest checkpoint). Finished runs are never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
-import secrets
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .config import ExperimentConfig, config_from_json, to_dict
+from .io import (  # noqa: F401  (re-exported: chapters and older code import the file helpers from here)
+    RunLock,
+    atomic_write,
+    read_json,
+    read_jsonl,
+    temp_dir,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from .runtime import ConfigError, device_name, get_device, seed_everything
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,85 +59,6 @@ RESUMABLE_KEYS: frozenset[str] = frozenset(
 )
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
-
-
-# ----------------------------------------------------------------------------------------------
-# Small file helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems cannot fsync a directory; the rename itself is still atomic
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write ``path`` atomically: ``write(f)`` fills a temporary file in the same directory, which is
-    flushed, fsync'ed and then renamed over ``path`` (:func:`os.replace`). If ``write`` raises, the
-    temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode 0666 & ~umask, like open()
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:  # the temp file was never created: nothing to clean up
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    atomic_write(path, lambda f: f.write(text))
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> None:
-    """Write ``rows`` as JSON lines to ``path`` atomically."""
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    atomic_write(path, lambda f: f.write(text))
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read JSON lines; a truncated last line (a process killed mid-write) is skipped with a warning."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                warnings.warn(f"{path}: skipping a truncated last line", RuntimeWarning, stacklevel=2)
-                break
-            raise
-    return rows
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -430,28 +358,30 @@ def load_or_train(
     dev = get_device(device if device is not None else cfg.train.device)
     distributed.init_from_env(dev)
     dev = distributed.local_device(dev)
-    seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)  # parameter init
-    learner = build_learner(cfg, dev)
-    trainer = Trainer(cfg, learner, data, rd.path, device=dev, fault_hook=fault_hook)
-    t0 = time.perf_counter()
-    history = trainer.fit(resume=resume)
-    if distributed.is_main_process() and not rd.is_finished():
-        last = next((r for r in reversed(history) if "event" not in r), {})
-        rd.write_result(
-            {
-                "finished": True,
-                "steps": trainer.step,
-                "wall_time_s": round(trainer.elapsed_s, 3),
-                "session_wall_time_s": round(time.perf_counter() - t0, 3),
-                "device": device_name(dev),
-                "torch": str(torch.__version__),
-                "profile": cfg.profile,
-                "seed": cfg.train.seed,
-                "world_size": distributed.world_size(),
-                "rollbacks": trainer.rollbacks,
-                "final_metrics": {k: v for k, v in last.items() if k not in ("step", "epoch", "time_s")},
-            }
-        )
+    # one writer per run directory (rank 0 writes): training and result.json under one lock
+    with RunLock(rd.path) if distributed.is_main_process() else contextlib.nullcontext():
+        seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)  # parameter init
+        learner = build_learner(cfg, dev)
+        trainer = Trainer(cfg, learner, data, rd.path, device=dev, fault_hook=fault_hook)
+        t0 = time.perf_counter()
+        history = trainer.fit(resume=resume)
+        if distributed.is_main_process() and not rd.is_finished():
+            last = next((r for r in reversed(history) if "event" not in r), {})
+            rd.write_result(
+                {
+                    "finished": True,
+                    "steps": trainer.step,
+                    "wall_time_s": round(trainer.elapsed_s, 3),
+                    "session_wall_time_s": round(time.perf_counter() - t0, 3),
+                    "device": device_name(dev),
+                    "torch": str(torch.__version__),
+                    "profile": cfg.profile,
+                    "seed": cfg.train.seed,
+                    "world_size": distributed.world_size(),
+                    "rollbacks": trainer.rollbacks,
+                    "final_metrics": {k: v for k, v in last.items() if k not in ("step", "epoch", "time_s")},
+                }
+            )
     distributed.barrier()
     return learner, history
 
@@ -495,12 +425,10 @@ def run_experiment(
     in the ``ci`` profile it defaults to a fresh temporary directory, so that CI always trains (and
     never trips over a stale run left by an older version of the code).
     """
-    import tempfile
-
     from .learners import build_learner
 
     if run_dir is None:
-        run_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-ci-")) if cfg.profile == "ci" else default_run_dir(cfg)
+        run_dir = temp_dir(f"{cfg.name}-ci-") if cfg.profile == "ci" else default_run_dir(cfg)
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     data = None if rd.is_finished() else training_data(cfg, device)
     learner, history = load_or_train(cfg, rd, build_learner, data, device=device, resume=resume)

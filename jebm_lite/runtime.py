@@ -32,6 +32,10 @@ class ConfigError(ValueError):
     """A configuration, profile or override that cannot be used; the message names the fix."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint or stored file that is missing, corrupt, unsafe or does not fit (the message names it)."""
+
+
 def default_profile() -> str:
     """``full`` when CUDA is available, ``cpu`` otherwise."""
     return "full" if torch.cuda.is_available() else "cpu"

@@ -24,6 +24,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,17 +40,13 @@ from torch.utils.data._utils.collate import default_collate
 
 from . import distributed
 from .config import ExperimentConfig, config_from_json, to_dict
-from .runs import RESUMABLE_KEYS, RunDir, atomic_write, config_diff, format_diff, write_jsonl_atomic
-from .runtime import ConfigError, get_device, seed_everything
+from .io import RunLock, atomic_write, clean_temp_files, write_jsonl_atomic
+from .runs import RESUMABLE_KEYS, RunDir, config_diff, format_diff
+from .runtime import CheckpointError, ConfigError, get_device, seed_everything
 
 CKPT_FORMAT = "jebm_lite.ckpt/1"
 DATA_SEED_MULT = 1000003  # batches of epoch e come from randperm seeded with seed * 1000003 + e
 ROLLBACK_SEED_MULT = 7919  # after the k-th roll-back, RNGs are reseeded with seed + 7919 * k
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used (corrupt, truncated, other config, other shapes); the
-    message names the file and the fix."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,6 +56,16 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, step: int | None = None) -> None:
         super().__init__(message)
         self.step = step
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived during :meth:`Trainer.fit`: the state at ``step`` was checkpointed (with a
+    run directory) and the same call or command resumes from it. ``signum``: the signal's number."""
+
+    def __init__(self, message: str, step: int, signum: int) -> None:
+        super().__init__(message)
+        self.step = step
+        self.signum = signum
 
 
 class TrainerWarning(UserWarning):
@@ -327,6 +335,17 @@ def images_only(batch: list) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def divergence_advice(cfg: ExperimentConfig) -> str:
+    """What to try after a divergence, for the method of ``cfg`` (no EBM advice for a method without one)."""
+    opt = cfg.optim
+    tail = ("clip gradients (optim.grad_clip), or allow more roll-backs with train.guard_max_rollbacks.")
+    if cfg.method in ("vlae", "conditional"):  # no energy-based prior: only the generator / inference side
+        return f"Try a smaller learning rate (optim.lr_g, now {opt.lr_g:g}), " + tail
+    return (f"Try a smaller EBM learning rate (optim.lr_e, now {opt.lr_e:g}) or a smaller Langevin step "
+            f"(prior_langevin.step_size, now {cfg.prior_langevin.step_size:g}), keep ebm.spectral_norm=true, "
+            f"lower optim.lr_g (now {opt.lr_g:g}), " + tail)
+
+
 class Trainer:
     """Runs a :class:`Learner` for ``cfg.train.max_steps`` iterations.
 
@@ -492,6 +511,16 @@ class Trainer:
         self._saved_step = self.step
         if self.run is None or not self.is_main:
             return
+        try:
+            self._write_checkpoint(state)
+        except OSError as e:  # a full disk, a vanished or read-only folder: the previous checkpoint is intact
+            prev = [p.name for p in self.run.checkpoints()]
+            raise CheckpointError(
+                f"Could not write the checkpoint of step {self.step} in {self.run.ckpt_dir} ({e.strerror or e}); "
+                f"the run keeps {prev[-1] if prev else 'no checkpoint'}. Free space (or fix the folder) and run "
+                "the same command again to resume.") from None
+
+    def _write_checkpoint(self, state: dict) -> None:
         self._flush_history(fsync=True)  # the file must hold every row the checkpoint counts
         ckpt_dir = self.run.ckpt_dir
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -548,6 +577,7 @@ class Trainer:
         """Why this step must be rolled back, or None (agreed over all ranks)."""
         reason = None
         limit = self.cfg.train.guard_energy_limit
+        any_limit = self.cfg.train.guard_metric_limit
         is_energy = self._energy_matcher()
         for k, v in metrics.items():
             if not math.isfinite(v):
@@ -555,6 +585,9 @@ class Trainer:
                 break
             if is_energy(k) and abs(v) >= limit:
                 reason = f"energy {k} = {v:.4g} exceeds train.guard_energy_limit = {limit:g}"
+                break
+            if abs(v) >= any_limit:
+                reason = f"metric {k} = {v:.4g} exceeds train.guard_metric_limit = {any_limit:g}"
                 break
         if reason is None:
             params = [p.detach() for p in self.learner.parameters()]
@@ -576,14 +609,10 @@ class Trainer:
     def _rollback(self, step: int, reason: str) -> None:
         if self.rollbacks >= self.cfg.train.guard_max_rollbacks:
             self._flush_history(fsync=True)
-            opt = self.cfg.optim
             raise TrainingDiverged(
                 f"Training diverged at step {step}: {reason}. This happened again after "
                 f"{self.rollbacks} roll-back(s) to the last good checkpoint (learning rates were scaled "
-                f"by {self.lr_scale:g}). Try a smaller EBM learning rate (optim.lr_e, now {opt.lr_e:g}) or "
-                f"a smaller Langevin step (prior_langevin.step_size, now {self.cfg.prior_langevin.step_size:g}), "
-                "keep ebm.spectral_norm=true, or clip gradients (optim.grad_clip); allow more roll-backs "
-                "with train.guard_max_rollbacks.",
+                f"by {self.lr_scale:g}). {divergence_advice(self.cfg)}",
                 step=step,
             )
         assert self._good is not None
@@ -643,29 +672,39 @@ class Trainer:
             ConfigError: the run directory holds another config, or ``resume=False`` with checkpoints.
             TrainingDiverged: the guard ran out of roll-backs.
         """
-        cfg, tc = self.cfg, self.cfg.train
+        tc = self.cfg.train
         distributed.init_from_env(self.device)
         self.device = distributed.local_device(self.device)
         self.learner.to(self.device)
         if isinstance(self.data, Tensor) and self.cfg.data.on_device and self.data.device != self.device:
             self.data = self.data.to(self.device)
-        spe = self.steps_per_epoch()
+        if self.run is not None and self.run.is_finished():
+            found = self._find_checkpoint()
+            if found is not None:
+                self._restore_state(found[0], found[1])
+                self.rollbacks = int(found[0]["guard"]["rollbacks"])
+                self.lr_scale = float(found[0]["guard"]["lr_scale"])
+                self.elapsed_s = float(found[0].get("elapsed_s", 0.0))
+            self.history = self.run.read_history()
+            if self.step < tc.max_steps and self.is_main:
+                warnings.warn(
+                    f"Run {self.run.path} is finished at step {self.step} (< train.max_steps={tc.max_steps}); "
+                    "not training further. Delete result.json to continue it.", TrainerWarning, stacklevel=2)
+            return self.history
+        if self.run is None or not self.is_main:
+            return self._fit(resume)
+        with RunLock(self.run.path):  # one writer per run directory; a second one is refused, naming us
+            for folder in (self.run.path, self.run.ckpt_dir):
+                for p in clean_temp_files(folder):  # left by a kill during a checkpoint write
+                    warnings.warn(f"Removed {p}, a temporary file left by an interrupted write.", TrainerWarning,
+                                  stacklevel=2)
+            return self._fit(resume)
 
+    def _fit(self, resume: bool) -> list[dict]:
+        cfg, tc = self.cfg, self.cfg.train
+        spe = self.steps_per_epoch()
         ckpt = None
         if self.run is not None:
-            if self.run.is_finished():
-                found = self._find_checkpoint()
-                if found is not None:
-                    self._restore_state(found[0], found[1])
-                    self.rollbacks = int(found[0]["guard"]["rollbacks"])
-                    self.lr_scale = float(found[0]["guard"]["lr_scale"])
-                    self.elapsed_s = float(found[0].get("elapsed_s", 0.0))
-                self.history = self.run.read_history()
-                if self.step < tc.max_steps and self.is_main:
-                    warnings.warn(
-                        f"Run {self.run.path} is finished at step {self.step} (< train.max_steps={tc.max_steps}); "
-                        "not training further. Delete result.json to continue it.", TrainerWarning, stacklevel=2)
-                return self.history
             if self.run.checkpoints() and not resume:
                 raise ConfigError(
                     f"Run directory {self.run.path} already has checkpoints; refusing to overwrite them. "
@@ -708,6 +747,8 @@ class Trainer:
 
         pbar = self._progress()
         t_start = time.perf_counter() - self.elapsed_s
+        self._signal = None
+        restore = self._catch_signals()
         try:
             while self.step < tc.max_steps:
                 epoch, offset = divmod(self.step, spe)
@@ -737,14 +778,51 @@ class Trainer:
                         self._flush_history()
                     if step % tc.ckpt_every == 0 or step >= tc.max_steps:
                         self._checkpoint()
+                    if self._signal is not None:
+                        self._stop_on_signal()
                     if step >= tc.max_steps:
                         break
             if self.run is not None and self._saved_step != self.step:
                 self._checkpoint()  # e.g. max_steps = 0
             self._flush_history(fsync=True)
         finally:
+            restore()
             pbar.close()
         return self.history
+
+    # -- signals -------------------------------------------------------------------------------------
+
+    def _catch_signals(self) -> Callable[[], None]:
+        """Turn the first SIGINT / SIGTERM into a checkpoint and :class:`TrainingInterrupted` at the end of the
+        current step (a second one stops at once). Only in the main thread of a single process; returns the
+        function that restores the previous handlers."""
+        if threading.current_thread() is not threading.main_thread() or distributed.is_distributed():
+            return lambda: None
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self._signal is not None:  # the second signal: stop now (the last checkpoint stays valid)
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        for sig in old:
+            signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+        return restore
+
+    def _stop_on_signal(self) -> None:
+        name = signal.Signals(self._signal).name
+        if self.run is not None and self._saved_step != self.step:
+            self._checkpoint()
+        self._flush_history(fsync=True)
+        where = f"checkpoint saved in {self.run.path}; run the same command again to resume" if self.run is not None \
+            else "no run directory, so nothing was saved"
+        raise TrainingInterrupted(f"{name} received: stopped at step {self.step} ({where}).", self.step,
+                                  int(self._signal))
 
 
 def config_of(path: str | Path) -> ExperimentConfig:

@@ -23,7 +23,7 @@ import torch
 from conftest import assert_same, learner_state, no_time
 from torch.utils.data import TensorDataset
 
-from jebm_lite import runs
+from jebm_lite import io as jio
 from jebm_lite.config import to_dict
 from jebm_lite.runs import RunDir, load_learner, load_or_train, read_json
 from jebm_lite.runtime import ConfigError
@@ -310,7 +310,7 @@ def test_interrupted_checkpoint_write_leaves_previous_intact(tmp_path, monkeypat
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", flaky_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"disk full \(simulated\).*keeps step_00000004.pt"):
         train(max_steps=8, run_dir=d)
     monkeypatch.setattr(torch, "save", real_save)
     assert sorted(os.listdir(d / "checkpoints")) == ["latest", "step_00000004.pt"]  # no temp files
@@ -397,7 +397,7 @@ def test_write_result_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("crash before rename (simulated)")
 
-    monkeypatch.setattr(runs.os, "replace", boom)
+    monkeypatch.setattr(jio.os, "replace", boom)
     with pytest.raises(OSError, match="simulated"):
         rd.write_result({"finished": True, "steps": 2})
     monkeypatch.undo()

@@ -44,7 +44,6 @@ below, from their `result.json`); the table's twelve runs are trained by one com
 nb.setup_cell()
 
 code(r'''
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -387,7 +386,7 @@ code(r'''
 if CI:
     # The `ci` profile trains one cell for 30 iterations into a temporary folder: it checks the
     # pipeline (train -> probe -> result file -> table), not the numbers.
-    results_dir = Path(tempfile.mkdtemp(prefix="tab1-ci-"))
+    results_dir = jl.io.temp_dir("tab1-ci-")
     latent_table.run_cell("mnist", "joint", 0, results_dir=results_dir, test_subset=1000, probe_epochs=5)
     records = latent_table.load_results(results_dir)
 else:

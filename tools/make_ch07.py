@@ -50,7 +50,6 @@ in {ref}`ch07-cost`).
 nb.setup_cell()
 
 code(r'''
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -614,7 +613,7 @@ from jebm_lite import ablation
 with timed("5. Tabs. 4 and 5 with retraining"):
     if CI:
         # `ci`: one setting for 30 iterations in a temporary folder (checks train -> score -> file -> table)
-        abl_dir = Path(tempfile.mkdtemp(prefix="ablation-ci-"))
+        abl_dir = jl.io.temp_dir("ablation-ci-")
         ablation.run_setting("steps", 15, profile="ci", results_dir=abl_dir, n=N_FID, n_real=N_REAL,
                              classifier=clf, device=DEVICE)
         abl_records = ablation.load_results(abl_dir)
@@ -745,7 +744,7 @@ def glue_tab3(prefix, recs):
 
 with timed("5b. Tab. 3 (from result files; ci: two tiny cells)"):
     if CI:  # the pipeline only: 20 iterations, 1,000 test images, a temporary results folder
-        tab3_dir = Path(tempfile.mkdtemp(prefix="tab3-ci-"))
+        tab3_dir = jl.io.temp_dir("tab3-ci-")
         for me in ("joint", "vlae"):
             anomaly_table.run_cell(me, 1, PROFILE, steps=20, ckpt_every=10, last=2, results_dir=tab3_dir,
                                    limit=1000, split=splits[1], device=DEVICE)

@@ -17,6 +17,7 @@ import gzip
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 import torchvision
@@ -73,6 +74,12 @@ def _cache_raw_dir(cls_name: str, files: dict[str, Path]) -> tuple[Path, Path]:
     return root, raw
 
 
+def _refetch_hint(cls_name: str) -> str:
+    name = "mnist" if cls_name == "MNIST" else "fashion_mnist"
+    return (f"delete it and fetch it again from {_FAMILY[name][3]} (or set data.download=true on a machine that is "
+            "online)")
+
+
 def _decompress_to_cache(cls_name: str, gz: dict[str, Path]) -> Path:
     """Gunzip the four files into ``<cache>/idx/<key>/<cls_name>/raw``; returns the torchvision root."""
     root, raw = _cache_raw_dir(cls_name, gz)
@@ -85,6 +92,10 @@ def _decompress_to_cache(cls_name: str, gz: dict[str, Path]) -> Path:
             with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
                 shutil.copyfileobj(inp, out, length=1 << 22)
             os.replace(tmp, dst)  # atomic: concurrent loaders never see a partial file
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise DataNotFoundError(f"{src} is truncated or corrupt ({type(e).__name__}: {e}); "
+                                    f"{_refetch_hint(cls_name)}.") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -168,7 +179,18 @@ def load(name: str, split: str, root: Path, download: bool = False) -> TensorIma
         if not download:
             raise not_found(name, root)
         tv_root = root
-    ds = cls(str(tv_root), train=train, download=download and tv_root == root)
+    fetch = download and tv_root == root
+    try:
+        ds = cls(str(tv_root), train=train, download=fetch)
+    except DataNotFoundError:
+        raise
+    except Exception as e:  # offline download (URLError / RuntimeError), or idx files of the wrong size
+        detail = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        if fetch:
+            raise DataNotFoundError(f"{_FAMILY[name][2]} is not under {root} and the download failed ({detail}). "
+                                    f"{not_found(name, root)}") from None
+        raise DataNotFoundError(f"The {_FAMILY[name][2]} files under {tv_root} cannot be read ({detail}); "
+                                f"{_refetch_hint(cls.__name__)}.") from None
     images, targets = ds.data, ds.targets
     if split == "fit":
         images, targets = images[:N_FIT], targets[:N_FIT]
