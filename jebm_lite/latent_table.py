@@ -31,7 +31,7 @@ import torch
 
 from .config import get_config
 from .runs import diverged_info, load_records, provenance, run_experiment, stored_record, write_json_atomic
-from .runtime import ConfigError, get_device, get_profile, seed_everything
+from .runtime import ConfigError, get_device, get_profile, git_commit, seed_everything
 from .trainer import TrainingDiverged
 
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
@@ -135,6 +135,7 @@ def run_cell(
     if stored is not None:
         return stored
     dev = get_device(device if device is not None else cfg.train.device)
+    commit = git_commit()  # the code that trains, not the tree at the end of an hour-long run
     t0 = time.perf_counter()
     try:
         learner, history, rd = cell_run(cfg, runs_dir, device=dev)
@@ -142,7 +143,7 @@ def run_cell(
         rec = {"dataset": dataset, "method": method, "seed": seed, "profile": cfg.profile, "accuracy": None,
                "train_accuracy": None, "diverged": diverged_info(err), "train_steps": err.step,
                "train_time_s": None, "train_wall_s": round(time.perf_counter() - t0, 1), "probe_wall_s": 0.0,
-               "run_dir": str(cell_run_dir(cfg, runs_dir)), **provenance(cfg, dev)}
+               "run_dir": str(cell_run_dir(cfg, runs_dir)), **provenance(cfg, dev, commit)}
         write_json_atomic(out, rec)
         return rec
     train_wall = time.perf_counter() - t0
@@ -164,7 +165,7 @@ def run_cell(
         "train_wall_s": round(train_wall, 1),
         "probe_wall_s": round(time.perf_counter() - t1, 1),
         "run_dir": str(rd.path) if cfg.profile != "ci" else None,
-        **provenance(cfg, dev),
+        **provenance(cfg, dev, commit),
     }
     write_json_atomic(out, rec)
     return rec
@@ -318,8 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.sweep:
         return _sweep(a, prof)
     for ds in a.datasets:
-        for me in a.methods:
-            for s in a.seeds:
+        for s in a.seeds:  # seed-major: the two priors of a seed finish together (a paired difference)
+            for me in a.methods:
                 rec = run_cell(ds, me, s, prof, a.results, a.runs, a.overrides, force=a.force, recipe=a.recipe,
                                validation=a.validation)
                 if rec.get("diverged"):

@@ -104,13 +104,13 @@ def format_diff(diffs: list[tuple[str, Any, Any]], old_label: str = "old", new_l
 # ----------------------------------------------------------------------------------------------
 
 
-def provenance(cfg: ExperimentConfig, device: torch.device | str) -> dict[str, Any]:
-    """What a result record says about where it was made: device, torch version, threads, commit, UTC
-    date and the whole config."""
+def provenance(cfg: ExperimentConfig, device: torch.device | str, commit: str | None = None) -> dict[str, Any]:
+    """What a result record says about where it was made: device, torch version, threads, commit (pass the
+    one taken when the work started; default: now), UTC date and the whole config."""
     from .runtime import git_commit
 
     return {"device": device_name(torch.device(device)), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "commit": git_commit(),
+            "threads": torch.get_num_threads(), "commit": commit or git_commit(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": to_dict(cfg)}
 
 

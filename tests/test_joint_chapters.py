@@ -176,6 +176,57 @@ def test_run_cell_end_to_end_writes_a_record_and_reuses_it(tmp_path, shared_data
     assert T.run_cell("mnist", "vlae", 0, "ci", results_dir=tmp_path, overrides=over)["accuracy"] == rec["accuracy"]
 
 
+def test_fit_and_val_splits_partition_the_training_set(shared_data):
+    from jebm_lite.data import as_tensors, get_dataset
+
+    train = as_tensors(get_dataset("mnist", "train", root=shared_data))
+    fit = as_tensors(get_dataset("mnist", "fit", root=shared_data))
+    val = as_tensors(get_dataset("mnist", "val", root=shared_data))
+    assert len(fit[1]) == 50_000 and len(val[1]) == 10_000
+    assert torch.equal(torch.cat([fit[0], val[0]]), train[0]) and torch.equal(torch.cat([fit[1], val[1]]), train[1])
+    assert sorted(val[1].unique().tolist()) == list(range(10))
+
+
+def test_reference_presets_share_networks_and_follow_the_reference_ebm():
+    for ds in ("mnist", "fmnist"):
+        j, v = T.cell_config(ds, "joint", 0, "cpu", recipe="ref"), T.cell_config(ds, "vlae", 0, "cpu", recipe="ref")
+        assert j.ebm.spectral_norm and j.ebm.layers == 4 and j.ebm.nef == 50 and j.optim.betas_e == (0.0, 0.9)
+        assert v.method == "vlae" and v.ebm.nef == 0 and j.model == v.model and j.optim.lr_g == v.optim.lr_g
+        assert j.train.max_steps >= 30_000
+        cv = T.cell_config(ds, "joint", 0, "cpu", recipe="ref", validation=True)
+        assert cv.data.split == "fit"
+
+
+def _sweep_rec(method, lr, norm, top, split="val"):
+    acc = None if top is None else [40.0, 45.0, top]
+    return {"method": method, "accuracy": acc, "probe": {"split": split},
+            "config": {"model": {"norm": norm}, "optim": {"lr_e": lr}}}
+
+
+def test_selection_rule_breaks_ties_to_the_smaller_rate_and_keeps_layernorm_only_for_a_clear_gain():
+    recs = [_sweep_rec("joint", 2e-6, "none", 50.0), _sweep_rec("joint", 2e-5, "none", 50.8),
+            _sweep_rec("joint", 2e-4, "none", 48.0), _sweep_rec("vlae", 0, "none", 44.0),
+            _sweep_rec("joint", 2e-6, "layer", 51.0), _sweep_rec("joint", 2e-5, "layer", None),  # diverged
+            _sweep_rec("joint", 2e-4, "layer", 53.0), _sweep_rec("vlae", 0, "layer", 44.5)]
+    c = T.select_setting(recs)
+    assert c["scores"]["none"]["joint"][2e-5] == 50.8
+    # none: 2e-6 is within 1 point of the best (50.8): the smaller rate wins. layer: 2e-4 (53.0).
+    # pair means: none (50.0 + 44.0) / 2 = 47.0, layer (53.0 + 44.5) / 2 = 48.75: gain 1.75 < 2 -> none
+    assert c["norm"] == "none" and c["lr_e"] == 2e-6
+    recs[-1] = _sweep_rec("vlae", 0, "layer", 46.0)  # gain 2.5 -> layer, with its own best rate
+    c = T.select_setting(recs)
+    assert c["norm"] == "layer" and c["lr_e"] == 2e-4
+    with pytest.raises(ValueError, match="validation"):
+        T.select_setting([_sweep_rec("joint", 2e-6, "none", 50.0, split="test")])
+
+
+def test_sweep_grid_covers_every_rate_and_norm():
+    grid = T.sweep_settings("mnist")
+    joint = [o for _, m, o in grid if m == "joint"]
+    assert len(joint) == len(T.SWEEP_LR_E) * len(T.SWEEP_NORMS) and len([1 for _, m, _ in grid if m == "vlae"]) == 2
+    assert len({name for name, _, _ in grid}) == len(grid)
+
+
 # ----------------------------------------------------------------------------------------------
 # config compatibility
 # ----------------------------------------------------------------------------------------------
