@@ -316,8 +316,6 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.batch_size must be >= 1 and train.max_steps >= 0")
     if cfg.model.sigma <= 0:
         raise ConfigError("model.sigma must be > 0")
-    from .models.hierarchical import NORMS  # lazy: the models package imports this module
-
     if cfg.model.norm not in NORMS:
         raise ConfigError(f"model.norm={cfg.model.norm!r} is not one of {', '.join(NORMS)}")
     if cfg.model.kl_warmup < 0:
@@ -419,6 +417,7 @@ def config_from_json(text_or_dict: str | dict) -> ExperimentConfig:
 # ----------------------------------------------------------------------------------------------
 
 METHODS = ("joint", "vlae", "lebm", "conditional", "cond_joint", "udiffusion")
+NORMS = ("none", "layer")  # model.norm (read by jebm_lite.models.hierarchical)
 POSTERIORS = ("amortized", "langevin")  # model.posterior of method cond_joint
 
 _PRESETS: dict[str, dict[str, Any]] = {}

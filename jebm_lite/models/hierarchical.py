@@ -102,6 +102,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import NORMS, ModelConfig
 from ..runtime import ConfigError
 from .blocks import (
     GEN_SLOPE,
@@ -119,7 +120,6 @@ from .blocks import (
 
 LOGVAR_RANGE: tuple[float, float] = (-10.0, 5.0)
 MERGES = ("concat", "add", "gated")
-NORMS = ("none", "layer")
 
 # ----------------------------------------------------------------------------------------------
 # The two networks
@@ -618,6 +618,4 @@ def preset_table() -> list[dict[str, Any]]:
 
 def model_config_for(preset: str, **overrides: Any) -> Any:
     """A :class:`~jebm_lite.config.ModelConfig` for ``preset`` with field overrides (a small convenience)."""
-    from ..config import ModelConfig
-
     return dataclasses.replace(ModelConfig(preset=preset), **overrides)
