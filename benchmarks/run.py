@@ -160,7 +160,7 @@ def bench_train_step(preset: str, batch: int, device: torch.device, warmup: int,
                      steps: int | None = None) -> dict:
     """Images/s of ``learner.train_step`` for ``preset`` (prior chains plain and fast, interleaved)."""
     from jebm_lite.data import image_shape
-    from jebm_lite.learners import build_learner
+    from jebm_lite.training.learners import build_learner
 
     overrides: dict[str, Any] = {"train.batch_size": batch}
     if steps is not None:

@@ -22,8 +22,15 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ExperimentConfig, apply_overrides, available, config_from_json, get_config, to_dict
-from .runtime import ConfigError, get_device, get_profile
+from jebm_lite.config import (
+    ExperimentConfig,
+    apply_overrides,
+    available,
+    config_from_json,
+    get_config,
+    to_dict,
+)
+from jebm_lite.runtime import ConfigError, get_device, get_profile
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -90,8 +97,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import distributed
-    from .runs import RunDir, load_or_train
+    from jebm_lite.training import distributed
+    from jebm_lite.training.load import load_or_train
+    from jebm_lite.training.rundir import RunDir
 
     cfg = resolve_config(args.config, args.profile, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{cfg.profile}"
@@ -104,9 +112,9 @@ def cmd_train(args) -> int:
                   "Use a new --out directory to train again.")
         return 0
 
-    from .data import DataNotFoundError
-    from .io import check_writable_dir
-    from .runs import training_data
+    from jebm_lite.data import DataNotFoundError
+    from jebm_lite.io import check_writable_dir
+    from jebm_lite.training.load import training_data
 
     check_writable_dir(out)  # --out naming a file, a folder under a file, or a read-only place
 
@@ -120,7 +128,7 @@ def cmd_train(args) -> int:
         _err(str(e))
         distributed.cleanup()
         return EXIT_USAGE
-    from .learners import build_learner  # imported on use (the heaviest import)
+    from jebm_lite.training.learners import build_learner  # imported on use (the heaviest import)
     if main:
         print(f"run directory: {out}  (profile {cfg.profile}, device {device}, "
               f"{distributed.world_size()} process(es))")
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # python -m jebm_lite evaluate RUN_DIR ... (see jebm_lite.evaluate)
-        from .evaluate import main as evaluate_main
+        from jebm_lite.experiments.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])
     parser = _parser()
@@ -157,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from .trainer import CheckpointError, TrainingDiverged, TrainingInterrupted
+    from jebm_lite.runtime import CheckpointError
+    from jebm_lite.training.trainer import TrainingDiverged, TrainingInterrupted
 
     try:
         if args.command == "configs":

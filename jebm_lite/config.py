@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .runtime import ConfigError, get_profile
+from jebm_lite.runtime import ConfigError, get_profile
 
 # ----------------------------------------------------------------------------------------------
 # The pieces
@@ -125,7 +125,7 @@ class TrainConfig:
 
 @dataclass
 class DiffusionConfig:
-    """Method ``udiffusion`` (ICML 2024, :mod:`jebm_lite.diffusion_ebm`): EBM diffusion in the u-space of a
+    """Method ``udiffusion`` (ICML 2024, :mod:`jebm_lite.models.diffusion`): EBM diffusion in the u-space of a
     frozen, finished method-``conditional`` run. Ignored by the other methods."""
 
     base_run: str | None = None  # run directory of the base (relative to the working directory)
@@ -487,8 +487,10 @@ _MNIST_REF_PROFILES = {
     "cpu": {"train.max_steps": 30000, "train.ckpt_every": 1000},
     "full": {"train.max_steps": 30000, "train.ckpt_every": 2000},
 }
+# Chosen by that rule (results/ref_sweep/*_choice_cpu.json): the reference lr_e = 2e-6 and LayerNorm, on both
+# data sets.
 _MNIST_REF_JOINT = {**_MNIST_JOINT, "ebm.layers": 4, "ebm.spectral_norm": True, "optim.lr_e": 2e-6,
-                    "optim.betas_e": (0.0, 0.9), "model.norm": "none"}
+                    "optim.betas_e": (0.0, 0.9), "model.norm": "layer"}
 for _ds, _name in (("mnist", "mnist"), ("fmnist", "fashion_mnist")):
     register(f"{_ds}_ref_joint", {**_MNIST_REF_JOINT, "data.name": _name}, _MNIST_REF_PROFILES)
     register(f"{_ds}_ref_vlae", {**_MNIST_REF_JOINT, "data.name": _name, "method": "vlae", "ebm.nef": 0},
@@ -540,7 +542,7 @@ register("cifar10_joint", {**_SVHN5, "data.name": "cifar10", "data.split": "trai
 # ---- BEGIN anomaly-detection presets (issue 6; jebm_lite.anomaly) ----------------------------
 # MNIST with one held-out digit (paper Sec. 5.4, Tab. 3; protocol of report 1.9): train on 80 % of the
 # pooled normal digits. Pick the digit with an override, e.g. ``data.hold_out=4`` (default 1). The
-# training images come from ``jebm_lite.anomaly.anomaly_training_data(cfg)``; ``data.split`` is ignored.
+# training images come from ``jebm_lite.data.anomaly.anomaly_training_data(cfg)``; ``data.split`` is ignored.
 _MNIST_ANOMALY = {**_MNIST_JOINT, "data.hold_out": 1}
 register("mnist_anomaly_joint", _MNIST_ANOMALY, _MNIST_PROFILES)
 register("mnist_anomaly_vlae", {**_MNIST_ANOMALY, "method": "vlae", "ebm.nef": 0}, _MNIST_PROFILES)
@@ -614,7 +616,7 @@ register("mnist_cond_joint", _COND_JOINT_CVPR, _MNIST_PROFILES)
 
 # ---- BEGIN ICML 2024 presets (issue 9) --------------------------------------------------------
 # Latent-space hierarchical EBM diffusion in u-space (Cui & Han 2024; method udiffusion,
-# jebm_lite.diffusion_ebm; reference report 6.1-6.3), two-stage: the energies are learned on the FROZEN
+# jebm_lite.models.diffusion; reference report 6.1-6.3), two-stage: the energies are learned on the FROZEN
 # finished base run of ``mnist_anomaly_conditional`` (same data: MNIST, data.hold_out=1; the model.* keys
 # below only restate the base preset, the networks come from the base run). ``diffusion.base_run`` defaults
 # to the book's base run ``runs/mnist_anomaly_conditional-h1-s1500-cpu`` (relative to ``notebooks/``; train

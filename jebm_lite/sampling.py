@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .models.ebm import EnergyMLP, JointEBMPrior
+from jebm_lite.models.ebm import EnergyMLP, JointEBMPrior
 
 __all__ = [
     "LangevinTrace",

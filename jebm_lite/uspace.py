@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .models.conditional import ConditionalHierarchy
+from jebm_lite.models.conditional import ConditionalHierarchy
 
 
 def _model(model) -> ConditionalHierarchy:

@@ -25,7 +25,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from jebm_lite.config import ExperimentConfig, TrainConfig  # noqa: E402
-from jebm_lite.trainer import Learner, Trainer  # noqa: E402
+from jebm_lite.training.learner import Learner  # noqa: E402
+from jebm_lite.training.trainer import Trainer  # noqa: E402
 
 DIM, LATENT = 16, 4
 
@@ -126,7 +127,7 @@ def main(argv=None) -> None:
         return metrics
 
     Trainer(cfg, learner, make_data(), a.run_dir, fault_hook=hook).fit()
-    from jebm_lite import distributed
+    from jebm_lite.training import distributed
 
     distributed.cleanup()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jebm_lite import ablation
-from jebm_lite.metrics import digit_classifier
-from jebm_lite.runs import read_json, write_json_atomic
+from jebm_lite.analysis.metrics import digit_classifier
+from jebm_lite.experiments import ablation
+from jebm_lite.io import read_json, write_json_atomic
 from jebm_lite.runtime import ConfigError
 
 
@@ -60,7 +60,7 @@ def test_run_setting_writes_a_record_that_builds_the_table(tmp_path, shared_data
 
 
 def test_a_diverged_setting_is_recorded_and_not_retrained(tmp_path, monkeypatch):
-    from jebm_lite.trainer import TrainingDiverged
+    from jebm_lite.training.trainer import TrainingDiverged
 
     calls = []
 
@@ -79,8 +79,8 @@ def test_a_diverged_setting_is_recorded_and_not_retrained(tmp_path, monkeypatch)
 
 
 def test_a_diverged_tab1_cell_is_counted_apart(tmp_path, monkeypatch):
-    from jebm_lite import latent_table
-    from jebm_lite.trainer import TrainingDiverged
+    from jebm_lite.experiments import latent_table
+    from jebm_lite.training.trainer import TrainingDiverged
 
     def diverge(cfg, runs_dir="runs/tab1", device=None):
         raise TrainingDiverged("Training diverged at step 5371: boom. Advice", step=5371)
@@ -96,7 +96,7 @@ def test_a_diverged_tab1_cell_is_counted_apart(tmp_path, monkeypatch):
 
 
 def test_inception_fid_checks_the_weights_before_training(tmp_path, monkeypatch):
-    from jebm_lite import fid
+    from jebm_lite.analysis import fid
 
     calls = []
     monkeypatch.setattr(ablation, "run_experiment", lambda *a, **k: calls.append(1))
@@ -116,7 +116,7 @@ def test_inception_records_sit_beside_the_classifier_ones(tmp_path, shared_data,
     from torch import nn
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    from jebm_lite import fid
+    from jebm_lite.analysis import fid
 
     class StandIn(nn.Module):  # uint8 (B, 3, H, W) -> (B, 32), as torchmetrics feeds Inception
         def __init__(self):

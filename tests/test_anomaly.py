@@ -8,13 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from jebm_lite import anomaly
 from jebm_lite import objectives as obj
+from jebm_lite.analysis import anomaly
+from jebm_lite.analysis.metrics import auprc, auroc
 from jebm_lite.config import get_config
+from jebm_lite.data import anomaly as anomaly_data
 from jebm_lite.data import as_tensors, get_dataset
-from jebm_lite.learners import build_learner
-from jebm_lite.metrics import auprc, auroc
 from jebm_lite.runtime import ConfigError, seed_everything
+from jebm_lite.training.learners import build_learner
+from jebm_lite.training.load import run_experiment
 
 # ---------------------------------------------------------------------------------------------
 # The split
@@ -23,7 +25,7 @@ from jebm_lite.runtime import ConfigError, seed_everything
 
 @pytest.fixture(scope="module")
 def split1(shared_data):
-    return anomaly.anomaly_split(1, root=shared_data)
+    return anomaly_data.anomaly_split(1, root=shared_data)
 
 
 def test_split_counts_match_the_protocol(split1, shared_data):
@@ -63,15 +65,15 @@ def test_split_is_disjoint_labelled_and_holds_the_right_images(split1, shared_da
 
 
 def test_split_is_deterministic_and_seeded(split1, shared_data):
-    again = anomaly.anomaly_split(1, root=shared_data)
+    again = anomaly_data.anomaly_split(1, root=shared_data)
     assert torch.equal(again.train_index, split1.train_index) and torch.equal(again.test_index, split1.test_index)
-    other = anomaly.anomaly_split(1, root=shared_data, seed=0)
+    other = anomaly_data.anomaly_split(1, root=shared_data, seed=0)
     assert not torch.equal(other.train_index, split1.train_index)
-    four = anomaly.anomaly_split(4, root=shared_data)
+    four = anomaly_data.anomaly_split(4, root=shared_data)
     assert four.counts["n_anomalous"] == 5842 + 982 and not (four.train.targets == 4).any()
     for bad in (10, -1, 1.5, True):
         with pytest.raises(ConfigError, match="0..9"):
-            anomaly.anomaly_split(bad, root=shared_data)
+            anomaly_data.anomaly_split(bad, root=shared_data)
 
 
 def test_anomaly_presets_and_training_data(split1, shared_data):
@@ -79,14 +81,14 @@ def test_anomaly_presets_and_training_data(split1, shared_data):
     assert {m: c.method for m, c in cfgs.items()} == {"joint": "joint", "vlae": "vlae", "lebm": "lebm"}
     assert all(c.data.hold_out == 1 for c in cfgs.values())
     cfg = get_config("mnist_anomaly_joint", profile="ci", overrides=[f"data.root={shared_data}", "data.hold_out=1"])
-    data = anomaly.anomaly_training_data(cfg, device="cpu", split=split1)
+    data = anomaly_data.anomaly_training_data(cfg, device="cpu", split=split1)
     assert torch.equal(data, split1.train_images()[: cfg.data.subset])  # ci: the first 512 training normals
     four = get_config("mnist_anomaly_vlae", profile="ci", overrides=[f"data.root={shared_data}", "data.hold_out=4",
                                                                       "data.on_device=false"])
-    ds = anomaly.anomaly_training_data(four)
+    ds = anomaly_data.anomaly_training_data(four)
     assert len(ds) == 512 and not (ds.targets == 4).any() and (ds.targets == 1).any()
     with pytest.raises(ConfigError, match="hold_out"):
-        anomaly.anomaly_training_data(get_config("mnist_joint", profile="ci"))
+        anomaly_data.anomaly_training_data(get_config("mnist_joint", profile="ci"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def test_trained_run_scores_noise_and_anomalies(split1, shared_data, tmp_path):
     cfg = get_config("mnist_anomaly_vlae", profile="ci", overrides=[
         f"data.root={shared_data}", "model.preset=toy012", "model.hidden=64", "train.max_steps=60",
         "train.ckpt_every=20", "train.keep_ckpts=3"])
-    learner, history, rd = anomaly.run_anomaly_experiment(cfg, run_dir=tmp_path / "run", device="cpu")
+    learner, history, rd = run_experiment(cfg, run_dir=tmp_path / "run", device="cpu")
     losses = [r["loss"] for r in history if "loss" in r]
     assert losses[-1] < losses[0] and rd.is_finished()
     x_in, _ = as_tensors(get_dataset("mnist", "test", root=shared_data, subset=200))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jebm_lite import anomaly, anomaly_table
-from jebm_lite.runs import read_json, write_json_atomic
+from jebm_lite.data import anomaly as anomaly_data
+from jebm_lite.experiments import anomaly_table
+from jebm_lite.io import read_json, write_json_atomic
 from jebm_lite.runtime import ConfigError
 
 
@@ -28,7 +29,7 @@ def test_cell_configs_hold_out_the_digit_and_name_their_run():
 
 def test_run_cell_writes_a_record_that_builds_the_table(tmp_path, shared_data, monkeypatch):
     monkeypatch.setenv("JEBM_DATA", str(shared_data))
-    split = anomaly.anomaly_split(4, root=shared_data)
+    split = anomaly_data.anomaly_split(4, root=shared_data)
     rec = anomaly_table.run_cell("vlae", 4, "ci", steps=20, ckpt_every=10, last=2, results_dir=tmp_path,
                                  limit=400, split=split, device="cpu")
     assert rec["ckpt_steps"] == [10, 20] and len(rec["auprc"]) == 2 and rec["limit"] == 400
@@ -55,7 +56,7 @@ def test_run_cell_writes_a_record_that_builds_the_table(tmp_path, shared_data, m
 
 
 def test_a_diverged_cell_is_recorded_shown_and_not_retrained(tmp_path, monkeypatch):
-    from jebm_lite.trainer import TrainingDiverged
+    from jebm_lite.training.trainer import TrainingDiverged
 
     calls = []
 
@@ -63,7 +64,7 @@ def test_a_diverged_cell_is_recorded_shown_and_not_retrained(tmp_path, monkeypat
         calls.append(cfg.data.hold_out)
         raise TrainingDiverged("Training diverged at step 812: energy energy/prior = 1e4. Advice", step=812)
 
-    monkeypatch.setattr(anomaly, "run_anomaly_experiment", diverge)
+    monkeypatch.setattr(anomaly_table, "run_experiment", diverge)
     rec = anomaly_table.run_cell("lebm", 7, "ci", results_dir=tmp_path)
     assert rec["auprc_mean"] is None and rec["diverged"]["step"] == 812
     assert anomaly_table.run_cell("lebm", 7, "ci", results_dir=tmp_path)["diverged"]["step"] == 812

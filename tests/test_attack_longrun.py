@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from jebm_lite import anomaly
-from jebm_lite.attack import attack_all_layers, latent_attack, posterior_kl_per_layer
+from jebm_lite.analysis import anomaly
+from jebm_lite.analysis.attack import attack_all_layers, latent_attack, posterior_kl_per_layer
+from jebm_lite.analysis.longrun import long_run_chain, saturation_fraction
 from jebm_lite.config import get_config
 from jebm_lite.data import as_tensors, get_dataset
-from jebm_lite.learners import build_learner
-from jebm_lite.longrun import long_run_chain, saturation_fraction
 from jebm_lite.runtime import ConfigError, seed_everything
 from jebm_lite.sampling import sample_prior
+from jebm_lite.training.learners import build_learner
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from jebm_lite import metrics, viz  # noqa: E402
+from jebm_lite.analysis import metrics, viz  # noqa: E402
 
 
 def test_class_palette_avoids_prior_colour():

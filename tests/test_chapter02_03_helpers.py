@@ -12,12 +12,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from jebm_lite import hierarchy as H  # noqa: E402
-from jebm_lite import metrics, viz  # noqa: E402
+from jebm_lite.analysis import hierarchy as H  # noqa: E402
+from jebm_lite.analysis import metrics, viz  # noqa: E402
 from jebm_lite.config import get_config  # noqa: E402
-from jebm_lite.learners import build_learner  # noqa: E402
 from jebm_lite.objectives import kl_analytic  # noqa: E402
 from jebm_lite.runtime import seed_everything  # noqa: E402
+from jebm_lite.training.learners import build_learner  # noqa: E402
 
 
 def _conditional(z_dims=(6, 5, 4, 3), hidden=32, likelihood="bernoulli"):

@@ -12,7 +12,7 @@ import pytest
 
 from jebm_lite.__main__ import main
 from jebm_lite.config import available, get_config, to_dict
-from jebm_lite.runs import RunDir
+from jebm_lite.training.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,10 +75,7 @@ def test_unknown_config_and_bad_arguments(capsys):
 
 
 def test_train_real_run(tmp_path, capsys):
-    """A real (tiny) training run through the CLI, then a second call that finds it finished.
-
-    Skipped until ``jebm_lite.learners`` exists (the skip is for that import only)."""
-    pytest.importorskip("jebm_lite.learners")
+    """A real (tiny) training run through the CLI, then a second call that finds it finished."""
     out = tmp_path / "toy"
     data_root = os.environ.get("JEBM_DATA") or str(ROOT.parent / "shared" / "data")
     r = run_cli("train", "toy012_joint", "--profile", "ci", "--out", out, "train.max_steps=3",

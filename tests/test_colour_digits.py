@@ -6,14 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jebm_lite.data import (
-    DataNotFoundError,
-    as_tensors,
-    colour_digits,
-    get_dataset,
-    get_loader,
-    image_shape,
-)
+from jebm_lite.data import DataNotFoundError, as_tensors, colour_digits, get_dataset, get_loader, image_shape
 from jebm_lite.data.colour_digits import ColourDigits, RenderOptions, luminance
 from jebm_lite.data.mnist import load as load_mnist
 from jebm_lite.runtime import ConfigError

@@ -10,21 +10,16 @@ import pytest
 import torch
 from conftest import assert_same, learner_state, no_time, record_optimizer_steps
 
-from jebm_lite import anomaly, hierarchy
 from jebm_lite import objectives as obj
+from jebm_lite.analysis import anomaly, hierarchy
 from jebm_lite.config import get_config
 from jebm_lite.data import as_tensors, get_dataset
-from jebm_lite.learners import ConditionalLearner, CondJointLearner, build_learner
-from jebm_lite.models.cond_ebm import (
-    LayerEnergies,
-    log_prior_unnorm,
-    resample_layers_eps,
-    sample_prior_eps,
-)
+from jebm_lite.models.cond_ebm import LayerEnergies, log_prior_unnorm, resample_layers_eps, sample_prior_eps
 from jebm_lite.models.conditional import ConditionalHierarchy
-from jebm_lite.runs import RunDir
 from jebm_lite.runtime import ConfigError, seed_everything
-from jebm_lite.trainer import Trainer
+from jebm_lite.training.learners import ConditionalLearner, CondJointLearner, build_learner
+from jebm_lite.training.rundir import RunDir
+from jebm_lite.training.trainer import Trainer
 
 TINY = ["model.z_dims=6,4,2", "model.hidden=32", "ebm.nef=16", "prior_langevin.steps=3",
         "posterior_langevin.steps=3"]

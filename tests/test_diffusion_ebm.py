@@ -1,4 +1,4 @@
-"""Tests of jebm_lite.diffusion_ebm: u-space hierarchical EBM diffusion (Cui & Han, ICML 2024) on a frozen
+"""Tests of jebm_lite.models.diffusion (and its learner and analysis): u-space hierarchical EBM diffusion (Cui & Han, ICML 2024) on a frozen
 conditional hierarchy: the recovery Langevin, the DRL loss, learning, the learner and its configs, and the
 "why u and not z" measurement."""
 
@@ -13,13 +13,12 @@ import pytest
 import torch
 from conftest import assert_same, learner_state
 
-from jebm_lite import runs
+from jebm_lite.analysis.diffusion import diffusion_consistency
 from jebm_lite.config import ExperimentConfig, apply_overrides, config_from_json, get_config, to_dict
-from jebm_lite.diffusion_ebm import (
+from jebm_lite.models.conditional import ConditionalHierarchy
+from jebm_lite.models.diffusion import (
     DiffusionEBMPrior,
     TimeEnergyMLP,
-    UDiffusionLearner,
-    diffusion_consistency,
     drl_loss,
     drl_train_step,
     recovery_langevin,
@@ -27,10 +26,10 @@ from jebm_lite.diffusion_ebm import (
     sample_diffusion_prior,
     z_of_u,
 )
-from jebm_lite.learners import LEARNERS, build_learner
-from jebm_lite.models.conditional import ConditionalHierarchy
 from jebm_lite.runtime import ConfigError
-from jebm_lite.trainer import Trainer, load_checkpoint
+from jebm_lite.training import load as runs
+from jebm_lite.training.learners import LEARNERS, UDiffusionLearner, build_learner
+from jebm_lite.training.trainer import Trainer, load_checkpoint
 from jebm_lite.uspace import diffusion_schedule, from_u, to_u
 
 REPO = Path(__file__).resolve().parent.parent

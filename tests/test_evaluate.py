@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import jebm_lite as jl
-from jebm_lite import evaluate as ev
-from jebm_lite import fid
-from jebm_lite.runs import run_experiment
+from jebm_lite.analysis import fid
+from jebm_lite.experiments import evaluate as ev
+from jebm_lite.training.load import run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from jebm_lite.analysis.disentangle import (
+    discretize,
+    disentanglement_report,
+    factor_entropies,
+    latent_traversal,
+    mig,
+    mig_sup,
+    mutual_info_matrix,
+)
 from jebm_lite.data import get_loader
 from jebm_lite.data.factors import (
     DEFAULT_FACTOR_SIZES,
@@ -18,15 +27,6 @@ from jebm_lite.data.factors import (
     render_factors,
     sample_factors,
     traverse_factor,
-)
-from jebm_lite.disentangle import (
-    discretize,
-    disentanglement_report,
-    factor_entropies,
-    latent_traversal,
-    mig,
-    mig_sup,
-    mutual_info_matrix,
 )
 from jebm_lite.runtime import ConfigError
 
@@ -284,7 +284,7 @@ def test_latent_traversal_on_a_conditional_hierarchy_moves_eps():
 
 def test_latent_traversal_with_a_real_learner():
     from jebm_lite.config import get_config
-    from jebm_lite.learners import build_learner
+    from jebm_lite.training.learners import build_learner
 
     torch.manual_seed(0)
     learner = build_learner(get_config("toy012_vlae", profile="ci"), "cpu")
@@ -301,9 +301,9 @@ def test_factors_presets_train_joint_and_vlae_on_rendered_batches():
     """Paper Tab. 8 presets: the same networks (``factors_small``) with and without the EBM, fed with
     per-batch rendered images (``data.on_device=False``); a few steps lower the reconstruction error."""
     from jebm_lite.config import get_config
-    from jebm_lite.learners import build_learner
-    from jebm_lite.runs import training_data
     from jebm_lite.runtime import seed_everything
+    from jebm_lite.training.learners import build_learner
+    from jebm_lite.training.load import training_data
 
     for name in ("factors_joint", "factors_vlae"):
         cfg = get_config(name, profile="ci")

@@ -231,7 +231,7 @@ def test_default_and_switch():
 def test_learner_training_step_is_unchanged():
     """One joint-learner iteration (paper Algorithm 1) with the fast and the plain prior chains."""
     from jebm_lite.config import get_config
-    from jebm_lite.learners import build_learner
+    from jebm_lite.training.learners import build_learner
 
     cfg = get_config("toy012_joint", profile="ci", overrides={"prior_langevin.steps": 15})
     results = []

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from jebm_lite import fid
+from jebm_lite.analysis import fid
+from jebm_lite.analysis.metrics import DigitCNN, frechet_distance
 from jebm_lite.data import DataNotFoundError
-from jebm_lite.metrics import DigitCNN, frechet_distance
 from jebm_lite.runtime import ConfigError
 
 

@@ -27,9 +27,10 @@ from conftest import assert_same, shared_data_path
 from jebm_lite import io as jio
 from jebm_lite.__main__ import main
 from jebm_lite.config import get_config
-from jebm_lite.runs import RunDir, read_jsonl
+from jebm_lite.io import read_jsonl
 from jebm_lite.runtime import CheckpointError, ConfigError
-from jebm_lite.trainer import Trainer, TrainingDiverged, divergence_advice, load_checkpoint
+from jebm_lite.training.rundir import RunDir
+from jebm_lite.training.trainer import Trainer, TrainingDiverged, divergence_advice, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -84,7 +85,7 @@ def _plant(path: Path, marker: Path) -> None:
 
 
 def test_planted_pickle_in_the_fid_state_is_refused(tmp_path):
-    from jebm_lite.fid import compute_fid
+    from jebm_lite.analysis.fid import compute_fid
 
     marker = tmp_path / "pwned"
     state = tmp_path / "run" / "results" / "fid.state.pt"
@@ -102,7 +103,7 @@ def test_planted_pickle_in_the_fid_state_is_refused(tmp_path):
 
 
 def test_planted_pickle_in_the_digit_classifier_cache_is_refused(tmp_path):
-    from jebm_lite.metrics import digit_classifier
+    from jebm_lite.analysis.metrics import digit_classifier
 
     marker = tmp_path / "pwned"
     cache = tmp_path / "runs" / "digit_classifier-mnist.pt"
@@ -113,7 +114,7 @@ def test_planted_pickle_in_the_digit_classifier_cache_is_refused(tmp_path):
 
 
 def test_planted_pickle_as_a_checkpoint_and_as_fid_weights_is_refused(tmp_path):
-    from jebm_lite.fid import FIDWeightsNotFoundError, inception_metric
+    from jebm_lite.analysis.fid import FIDWeightsNotFoundError, inception_metric
 
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "checkpoints" / "step_00000010.pt"
@@ -305,7 +306,7 @@ def test_corrupted_history_line_is_skipped_and_resume_works(tmp_path):
 
 
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
-    import jebm_lite.trainer as tr
+    import jebm_lite.training.trainer as tr
 
     out = tmp_path / "run"
     real_save = tr.torch.save
@@ -347,7 +348,7 @@ def test_exploding_loss_without_energy_terms_is_caught_with_fitting_advice(tmp_p
 
 def test_guard_checks_every_metric_against_the_limit():
     cfg = get_config("toy012_vlae", profile="ci", overrides=["train.max_steps=6", "train.guard_max_rollbacks=0"])
-    from jebm_lite.learners import build_learner
+    from jebm_lite.training.learners import build_learner
 
     learner = build_learner(cfg, "cpu")
     x = torch.rand(64, 1, 28, 28) * 2 - 1
@@ -421,7 +422,7 @@ def test_ci_runs_leave_nothing_in_the_temp_folder(tmp_path):
     (tmp / "jebm-tmp-999999-stale").mkdir()  # left by a killed process: removed by the next one
     code = textwrap.dedent("""
         from jebm_lite.config import get_config
-        from jebm_lite.runs import run_experiment
+        from jebm_lite.training.load import run_experiment
         cfg = get_config("toy012_joint", profile="ci", overrides=["train.max_steps=3"])
         _, _, rd = run_experiment(cfg)
         assert rd.is_finished()
@@ -442,7 +443,7 @@ def test_a_ci_notebook_leaves_no_run_directory_behind(tmp_path):
     tmp.mkdir()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent("""
         import jebm_lite as jl
-        from jebm_lite.runs import run_experiment
+        from jebm_lite.training.load import run_experiment
         cfg = jl.get_config("toy012_joint", overrides=["train.max_steps=3"])
         _, _, rd = run_experiment(cfg)
         assert cfg.profile == "ci" and rd.is_finished()

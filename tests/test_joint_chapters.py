@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from jebm_lite import hierarchy as H
-from jebm_lite import latent_table as T
+from jebm_lite.analysis import hierarchy as H
 from jebm_lite.config import get_config
-from jebm_lite.learners import build_learner
+from jebm_lite.experiments import latent_table as T
+from jebm_lite.io import write_json_atomic
 from jebm_lite.models.blocks import Gate
 from jebm_lite.models.hierarchical import build_hierarchical, model_config_for
-from jebm_lite.runs import RunDir, config_diff, write_json_atomic
 from jebm_lite.runtime import ConfigError, seed_everything
+from jebm_lite.training.learners import build_learner
+from jebm_lite.training.rundir import RunDir, config_diff
 
 # ----------------------------------------------------------------------------------------------
 # the gated merge (VLAE's gated add)
@@ -255,7 +256,7 @@ def test_hold_out_is_validated():
 
 
 def test_time_train_step_leaves_the_learner_unchanged():
-    from jebm_lite.metrics import time_train_step
+    from jebm_lite.analysis.metrics import time_train_step
 
     learner = _learner("toy012_joint")  # in eval mode
     before = {k: v.clone() for k, v in learner.state_dict().items()}

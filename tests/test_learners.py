@@ -8,8 +8,8 @@ from conftest import record_optimizer_steps
 
 from jebm_lite.config import get_config
 from jebm_lite.data import as_tensors, get_dataset
-from jebm_lite.learners import build_learner
 from jebm_lite.runtime import seed_everything
+from jebm_lite.training.learners import build_learner
 
 
 def _param_ids(module: torch.nn.Module) -> set[int]:

@@ -25,10 +25,11 @@ from torch.utils.data import TensorDataset
 
 from jebm_lite import io as jio
 from jebm_lite.config import to_dict
-from jebm_lite.runs import RunDir, load_learner, load_or_train, read_json
-from jebm_lite.runtime import ConfigError
-from jebm_lite.trainer import (
-    CheckpointError,
+from jebm_lite.io import read_json
+from jebm_lite.runtime import CheckpointError, ConfigError
+from jebm_lite.training.load import load_learner, load_or_train
+from jebm_lite.training.rundir import RunDir
+from jebm_lite.training.trainer import (
     Trainer,
     TrainerWarning,
     TrainingDiverged,

@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..runtime import ConfigError
-from . import celeba, cifar, colour_digits, mnist, svhn
-from ._common import DataNotFoundError, TensorImageDataset, data_root, filter_indices
-from .celeba import ImageFileDataset
-from .factors import FactorDataset
-from .toy2d import gaussian_mixture_2d, mixture_centres, mode_coverage
+from jebm_lite.data import celeba, cifar, colour_digits, mnist, svhn
+from jebm_lite.data._common import DataNotFoundError, TensorImageDataset, data_root, filter_indices
+from jebm_lite.data.celeba import ImageFileDataset
+from jebm_lite.data.factors import FactorDataset
+from jebm_lite.data.toy2d import gaussian_mixture_2d, mixture_centres, mode_coverage
+from jebm_lite.runtime import ConfigError
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "svhn", "celeba64", "cifar10")
 #: Generated stand-ins for data sets that may be unavailable (accepted by :func:`get_dataset` too).

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..runtime import ConfigError
+from jebm_lite.runtime import ConfigError
 
 DATA_ENV = "JEBM_DATA"
 CACHE_ENV = "JEBM_CACHE"

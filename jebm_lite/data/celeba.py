@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from ._common import DataNotFoundError, to_unit_range
+from jebm_lite.data._common import DataNotFoundError, to_unit_range
 
 CROP_BOX: tuple[int, int, int, int] = (15, 40, 163, 188)
 ALIGNED_SIZE: tuple[int, int] = (178, 218)  # PIL (width, height) of img_align_celeba

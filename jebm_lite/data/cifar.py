@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torchvision
 
-from ._common import DataNotFoundError, TensorImageDataset, missing_message
+from jebm_lite.data._common import DataNotFoundError, TensorImageDataset, missing_message
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))

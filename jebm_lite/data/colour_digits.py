@@ -36,8 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._common import TensorImageDataset, filter_indices
-from .mnist import load as load_mnist
+from jebm_lite.data._common import TensorImageDataset, filter_indices
+from jebm_lite.data.mnist import load as load_mnist
 
 SPLITS: tuple[str, ...] = ("train", "test")
 SIZE = 32  # output images are SIZE x SIZE

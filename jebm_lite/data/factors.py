@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..runtime import ConfigError
+from jebm_lite.runtime import ConfigError
 
 FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "orientation", "pos_x", "pos_y", "object_color", "bg_color")
 DEFAULT_FACTOR_SIZES: dict[str, int] = {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torchvision
 
-from ._common import (
+from jebm_lite.data._common import (
     DataNotFoundError,
     TensorImageDataset,
     cache_dir,

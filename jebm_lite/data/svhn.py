@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torchvision
 
-from ._common import DataNotFoundError, TensorImageDataset, missing_message
+from jebm_lite.data._common import DataNotFoundError, TensorImageDataset, missing_message
 
 SPLITS: tuple[str, ...] = ("train", "test", "extra")
 URL = "http://ufldl.stanford.edu/housenumbers/"

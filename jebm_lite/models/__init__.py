@@ -1,11 +1,11 @@
 """Networks: hierarchical generator + ladder inference (paper Eqs. 5, 8), LEBM, conditional hierarchy,
 the joint EBM prior (paper Eq. 3) and the per-layer energies of the CVPR 2023 prior. Layer lists are ordered bottom (z_1) to top (z_L)."""
 
-from .blocks import count_params, xavier_init_
-from .cond_ebm import LayerEnergies
-from .conditional import ConditionalHierarchy
-from .ebm import EnergyMLP, JointEBMPrior
-from .hierarchical import (
+from jebm_lite.models.blocks import count_params, xavier_init_
+from jebm_lite.models.cond_ebm import LayerEnergies
+from jebm_lite.models.conditional import ConditionalHierarchy
+from jebm_lite.models.ebm import EnergyMLP, JointEBMPrior
+from jebm_lite.models.hierarchical import (
     PRESETS,
     HierarchicalGenerator,
     LadderInference,
@@ -13,7 +13,7 @@ from .hierarchical import (
     preset_table,
     resolve_preset,
 )
-from .lebm import LEBM
+from jebm_lite.models.lebm import LEBM
 
 __all__ = [
     "PRESETS",

@@ -37,9 +37,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..runtime import ConfigError
-from .conditional import ConditionalHierarchy
-from .ebm import EnergyMLP
+from jebm_lite.models.conditional import ConditionalHierarchy
+from jebm_lite.models.ebm import EnergyMLP
+from jebm_lite.runtime import ConfigError
 
 __all__ = ["LayerEnergies", "log_prior_unnorm", "eps_log_prob", "sample_prior_eps", "resample_layers_eps"]
 
@@ -165,7 +165,7 @@ def sample_prior_eps(
         ``zs`` and ``eps``, lists ``[(n, z_dims[i])]`` bottom to top (detached), and the
         :class:`~jebm_lite.sampling.LangevinTrace` of the concatenated eps, ``trace.z: (n, sum z_dims)``.
     """
-    from ..sampling import LangevinTrace, langevin
+    from jebm_lite.sampling import LangevinTrace, langevin
 
     sizes = model.z_dims
     if eps0 is not None:
@@ -220,7 +220,7 @@ def resample_layers_eps(
     Returns:
         ``(zs, eps)``: the new state and its ``T(eps)``, lists ``[(B, z_dims[i])]`` bottom to top (detached).
     """
-    from ..sampling import langevin
+    from jebm_lite.sampling import langevin
 
     eps = [e.detach() for e in eps]
     if len(eps) != model.n_layers:

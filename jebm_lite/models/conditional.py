@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..runtime import ConfigError
+from jebm_lite.runtime import ConfigError
 
 LOGVAR_RANGE: tuple[float, float] = (-7.0, 2.0)
 LIKELIHOODS = ("bernoulli", "gaussian")

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ..runtime import ConfigError
+from jebm_lite.runtime import ConfigError
 
 ACTIVATIONS = ("lrelu", "gelu", "silu")
 

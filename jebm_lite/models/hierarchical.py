@@ -102,9 +102,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import NORMS, ModelConfig
-from ..runtime import ConfigError
-from .blocks import (
+from jebm_lite.config import NORMS, ModelConfig
+from jebm_lite.models.blocks import (
     GEN_SLOPE,
     INF_SLOPE,
     Gate,
@@ -117,6 +116,7 @@ from .blocks import (
     mlp,
     xavier_init_,
 )
+from jebm_lite.runtime import ConfigError
 
 LOGVAR_RANGE: tuple[float, float] = (-10.0, 5.0)
 MERGES = ("concat", "add", "gated")

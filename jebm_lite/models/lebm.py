@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..runtime import ConfigError
-from .hierarchical import HierarchicalGenerator, build_hierarchical
+from jebm_lite.models.hierarchical import HierarchicalGenerator, build_hierarchical
+from jebm_lite.runtime import ConfigError
 
 
 class LEBM(nn.Module):
@@ -71,7 +71,7 @@ class LEBM(nn.Module):
         ``cfg.model`` (preset ``lebm_mnist`` unless ``cfg.model.preset`` names another one-layer-capable
         preset); the prior from ``JointEBMPrior.from_config(z_dims, cfg.ebm)``.
         """
-        from .ebm import JointEBMPrior
+        from jebm_lite.models.ebm import JointEBMPrior
 
         gen, _ = build_hierarchical(cfg.model, image_shape)
         if gen.n_layers != 1:

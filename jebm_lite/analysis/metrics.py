@@ -138,13 +138,13 @@ def _as_images(data) -> Tensor:
     """A (N, C, H, W) tensor, or the images of a Dataset (via ``jebm_lite.data.as_tensors``)."""
     if isinstance(data, Tensor):
         return data
-    from .data import as_tensors
+    from jebm_lite.data import as_tensors
 
     return as_tensors(data)[0]
 
 
 def _conditional_model(learner):
-    from .models.conditional import ConditionalHierarchy
+    from jebm_lite.models.conditional import ConditionalHierarchy
 
     model = getattr(learner, "model", None)
     return model if isinstance(model, ConditionalHierarchy) else None
@@ -193,7 +193,7 @@ def layer_kl(learner: nn.Module, data, batch_size: int = 500) -> Tensor:
     * conditional hierarchy: ``KL(q(z_i | z_{i+1}, x) || p(z_i | z_{i+1}))`` in closed form at one draw
       z_{>i} ~ q (an unbiased estimate of the layer's term of the ELBO).
     """
-    from .objectives import kl_analytic
+    from jebm_lite.objectives import kl_analytic
 
     x_all = _as_images(data)
     model = _conditional_model(learner)
@@ -324,13 +324,13 @@ def digit_classifier(
     """
     from pathlib import Path
 
-    from .data import as_tensors, get_dataset
-    from .runtime import get_device
+    from jebm_lite.data import as_tensors, get_dataset
+    from jebm_lite.runtime import get_device
 
     dev = get_device(device)
     key = {"epochs": int(epochs), "subset": subset, "seed": int(seed)}
     if cache is not None and Path(cache).is_file():
-        from .io import safe_torch_load
+        from jebm_lite.io import safe_torch_load
 
         blob = safe_torch_load(cache, "digit-classifier cache", "delete it and the classifier is trained again")
         if isinstance(blob, dict) and blob.get("key") == key:
@@ -343,7 +343,7 @@ def digit_classifier(
     xt, yt = as_tensors(get_dataset("mnist", "test", root=root), device=dev)
     net.test_accuracy = classifier_accuracy(net, xt, yt)
     if cache is not None:
-        from .io import atomic_write
+        from jebm_lite.io import atomic_write
 
         blob = {"key": key, "n_classes": 10, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
                 "test_accuracy": net.test_accuracy}

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .anomaly import eval_mode
-from .runtime import ConfigError
-from .sampling import sample_prior
+from jebm_lite.analysis.anomaly import eval_mode
+from jebm_lite.runtime import ConfigError
+from jebm_lite.sampling import sample_prior
 
 __all__ = ["LongRunResult", "long_run_chain", "saturation_fraction"]
 

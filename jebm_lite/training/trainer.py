@@ -38,11 +38,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from . import distributed
-from .config import ExperimentConfig, config_from_json, to_dict
-from .io import RunLock, atomic_write, clean_temp_files, write_jsonl_atomic
-from .runs import RESUMABLE_KEYS, RunDir, config_diff, format_diff
-from .runtime import CheckpointError, ConfigError, get_device, seed_everything
+from jebm_lite.config import ExperimentConfig, config_from_json, to_dict
+from jebm_lite.io import RunLock, atomic_write, clean_temp_files, write_jsonl_atomic
+from jebm_lite.runtime import CheckpointError, ConfigError, get_device, seed_everything
+from jebm_lite.training import distributed
+from jebm_lite.training.learner import Learner
+from jebm_lite.training.rundir import RESUMABLE_KEYS, RunDir, config_diff, format_diff
 
 CKPT_FORMAT = "jebm_lite.ckpt/1"
 DATA_SEED_MULT = 1000003  # batches of epoch e come from randperm seeded with seed * 1000003 + e
@@ -70,54 +71,6 @@ class TrainingInterrupted(RuntimeError):
 
 class TrainerWarning(UserWarning):
     """Roll-backs and checkpoint fall-backs: training continues, but someone should look."""
-
-
-# ----------------------------------------------------------------------------------------------
-# The Learner contract
-# ----------------------------------------------------------------------------------------------
-
-
-class Learner(nn.Module):
-    """Owns networks, optimisers and one iteration's updates.
-
-    Subclasses call ``super().__init__()``, build their networks as submodules, then fill
-    :attr:`optimizers` (name -> optimiser) and :attr:`schedulers` (name -> LR scheduler, stepped once
-    per epoch by the Trainer). ``state_dict()`` (the networks) plus the optimiser and scheduler
-    states are what a checkpoint stores.
-
-    Within :meth:`train_step` call :meth:`sync_grads` on each parameter group right before its
-    ``optimizer.step()``: under data parallelism that averages the gradients over processes (a no-op
-    otherwise). Losses should be means over the batch so that this averaging is exact.
-    """
-
-    optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.optimizers = {}
-        self.schedulers = {}
-
-    def train_step(self, x: Tensor, step: int) -> dict[str, float]:
-        """Do all updates for one batch ``x: (B, C, H, W)`` (iteration ``step``, counted from 1) and
-        return scalar metrics as Python floats (``"energy/..."`` ones are checked for explosion).
-
-        Abstract: every learner in :mod:`jebm_lite.learners` implements it."""
-        raise NotImplementedError
-
-    def on_epoch_end(self, epoch: int) -> None:
-        """Called by the Trainer after the last step of ``epoch`` (0-based): steps the schedulers."""
-        for sched in self.schedulers.values():
-            sched.step()
-
-    def sync_grads(self, params) -> None:
-        """Average the ``.grad`` of ``params`` over processes (no-op unless distributed)."""
-        distributed.all_reduce_grads(params)
-
-    def energy_keys(self) -> tuple[str, ...]:
-        """Metric names the guard checks against ``train.guard_energy_limit``. An entry ending in
-        ``/`` is a prefix: the default ``("energy/",)`` matches every ``energy/...`` metric."""
-        return ("energy/",)
 
 
 def autocast(cfg: ExperimentConfig, device: torch.device):

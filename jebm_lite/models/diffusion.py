@@ -26,9 +26,10 @@ t = 0..T; the T conditional EBMs model ``p(y_t | y_{t+1})`` for t = 0..T-1 and t
 (recovery kernel off: an unconditional EBM, "is_recovery = 0").
 
 Contents: the energy nets (:class:`TimeEnergyMLP`, :class:`DiffusionEBMPrior`), the sampler
-(:func:`recovery_langevin`, :func:`sample_diffusion_prior`), the loss (:func:`drl_loss`,
-:func:`drl_train_step`), the learner (:class:`UDiffusionLearner`, method ``"udiffusion"``) and the
-"why u and not z" measurement (:func:`diffusion_consistency`).
+(:func:`recovery_langevin`, :func:`sample_diffusion_prior`) and the loss (:func:`drl_loss`,
+:func:`drl_train_step`). The learner (method ``"udiffusion"``) is
+:class:`jebm_lite.training.learners.UDiffusionLearner`; the "why u and not z" measurement is
+:func:`jebm_lite.analysis.diffusion.diffusion_consistency`.
 """
 
 from __future__ import annotations
@@ -37,18 +38,21 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from .config import ExperimentConfig
-from .models.conditional import ConditionalHierarchy
-from .runtime import ConfigError
-from .trainer import Learner
-from .uspace import DiffusionSchedule, _model, diffusion_pair, diffusion_schedule, flatten_u, split_u, to_u
+from jebm_lite.runtime import ConfigError
+from jebm_lite.uspace import (
+    DiffusionSchedule,
+    _model,
+    diffusion_pair,
+    diffusion_schedule,
+    flatten_u,
+    split_u,
+)
 
 __all__ = [
     "level_embedding",
@@ -61,9 +65,6 @@ __all__ = [
     "drl_train_step",
     "DiffusionSample",
     "sample_diffusion_prior",
-    "diffusion_consistency",
-    "load_base_run",
-    "UDiffusionLearner",
 ]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU, "lrelu": lambda: nn.LeakyReLU(0.2)}
@@ -439,212 +440,3 @@ def sample_diffusion_prior(
     with torch.no_grad():
         zs = [z.detach() for z in z_of_u(m, y)]
     return DiffusionSample(u=split_u(y, m.z_dims), z=zs, levels=list(levels) if record_levels else None)
-
-
-# ----------------------------------------------------------------------------------------------
-# Why u and not z: diffusing z destroys the inter-layer relation
-# ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def diffusion_consistency(
-    model,
-    zs: Sequence[Tensor],
-    T: int = 3,
-    schedule: DiffusionSchedule | None = None,
-    generator: torch.Generator | None = None,
-) -> list[dict]:
-    """How well the diffused latents keep the hierarchy's inter-layer relation (poster, "Diffusion on z-space:
-    Limitation" vs "Diffusion on u-space").
-
-    For each level t = 0..T and the same noise ``n``:
-
-    * z-path: ``z_t = a_cum[t] z + sigma_cum[t] n`` per layer (diffusing z directly);
-    * u-path: ``u_t = a_cum[t] to_u(z) + sigma_cum[t] n``, mapped back ``z_t = T(u_t)`` (:func:`z_of_u`).
-
-    Measures, per layer index ``i < L - 1`` (the relation of ``z_{i+1}`` given ``z_{i+2}`` in the paper's
-    numbering; code index i as everywhere):
-
-    * ``resid``: ``mean_b ||(z_i - mu_i(z_{i+1})) / sigma_i(z_{i+1})||^2 / d_i``, the mean squared whitened
-      residual of the layer below given the layer above. It is 1 in expectation when the pair follows the
-      model's own conditional, and far from 1 when the relation is broken (residuals too large: z_i is not
-      where the layer above says; too small: z_i no longer varies as the model says). Honest caveat: on the
-      u-path the residual IS ``u_{t,i}`` exactly (the whitening inverts T), so its value is
-      ``a_cum^2 ||u_i||^2/d_i + sigma_cum^2`` (+ a zero-mean cross term): it moves from the clean codes' value
-      (1 for prior samples; the prior-hole mismatch for posterior codes) to 1, and cannot blow up. That is
-      the point of the construction, not an independent finding.
-    * ``logp``: ``mean_b log p_beta(z_i | z_{i+1}) / d_i`` (with the Gaussian constant), the complementary
-      log-density view.
-
-    Args:
-        model: a ConditionalHierarchy (or a learner holding it); zs: clean codes ``[(B, d_i)]`` bottom to top.
-        T / schedule: the schedule (:func:`~jebm_lite.uspace.diffusion_schedule`); generator: CPU RNG.
-
-    Returns:
-        One dict per (level, layer): ``t``, ``a_cum``, ``layer`` (code index i), ``clean_resid`` /
-        ``clean_logp`` (of the given zs), ``z_path_resid``, ``u_path_resid``, ``z_path_logp``, ``u_path_logp``.
-    """
-    m = _model(model)
-    sch = schedule if schedule is not None else diffusion_schedule(T)
-    zs = [z.detach() for z in zs]
-    us = to_u(m, zs)
-    half_log_2pi = 0.5 * math.log(2 * math.pi)
-
-    def measure(zz: list[Tensor]) -> list[tuple[float, float]]:
-        out = []
-        for i in range(m.n_layers - 1):
-            mu, lv = m.prior_params(i, zz[i + 1])
-            r2 = ((zz[i] - mu) * torch.exp(-0.5 * lv)).pow(2)
-            logp = -0.5 * (lv + r2) - half_log_2pi
-            out.append((r2.mean().item(), logp.mean().item()))
-        return out
-
-    clean = measure(zs)
-    rows = []
-    for t in range(sch.T + 1):
-        ac, sc = float(sch.a_cum[t]), float(sch.sigma_cum[t])
-        noise = [torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device) if generator is not None
-                 else torch.randn_like(z) for z in zs]
-        z_direct = [ac * z + sc * e for z, e in zip(zs, noise)]
-        z_via_u = z_of_u(m, [ac * u + sc * e for u, e in zip(us, noise)])
-        mz, mu_ = measure(z_direct), measure(z_via_u)
-        for i in range(m.n_layers - 1):
-            rows.append({"t": t, "a_cum": ac, "layer": i, "clean_resid": clean[i][0], "clean_logp": clean[i][1],
-                         "z_path_resid": mz[i][0], "u_path_resid": mu_[i][0],
-                         "z_path_logp": mz[i][1], "u_path_logp": mu_[i][1]})
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------
-# The learner (method "udiffusion"): two-stage, on a frozen finished "conditional" run
-# ----------------------------------------------------------------------------------------------
-
-
-def load_base_run(cfg: ExperimentConfig, device: torch.device | str = "cpu"):
-    """The frozen base learner of a ``udiffusion`` config: the finished method-``conditional`` run at
-    ``cfg.diffusion.base_run`` (a path relative to the working directory, e.g. ``runs/...`` from the
-    chapters' ``notebooks/``), loaded from its newest checkpoint.
-
-    Raises:
-        ConfigError: no path, no run there, an unfinished run, a run of another method or of other data;
-            the message names the fix.
-    """
-    from .learners import build_learner  # here, not at import: learners.py imports this module
-    from .runs import RunDir, load_learner
-
-    hint_preset = "mnist_anomaly_conditional" if cfg.data.hold_out is not None else "mnist_conditional"
-    how = (f"train it first, e.g. `python -m jebm_lite train {hint_preset} --out <dir>` (add the same "
-           "data.* overrides as this run), then set diffusion.base_run=<dir>")
-    path = cfg.diffusion.base_run
-    if not path:
-        raise ConfigError(f"method='udiffusion' needs a finished base run of method 'conditional' in "
-                          f"diffusion.base_run (unset); {how}.")
-    rd = RunDir(path)
-    if not rd.exists():
-        raise ConfigError(f"diffusion.base_run={path!r}: no run directory there "
-                          f"(looked for {Path(path).resolve() / 'config.json'}); {how}.")
-    if not rd.is_finished() or rd.latest_checkpoint() is None:
-        raise ConfigError(f"diffusion.base_run={path!r} is not a finished run (no result.json or no checkpoint); "
-                          f"finish it with `python -m jebm_lite train {path}/config.json --out {path}` (it resumes), "
-                          "then train this run again.")
-    base_cfg = rd.read_config()
-    if base_cfg.method != "conditional":
-        raise ConfigError(f"diffusion.base_run={path!r} is a run of method {base_cfg.method!r}; the u-space "
-                          f"diffusion needs a ConditionalHierarchy trained with method 'conditional'; {how}.")
-    mine, theirs = cfg.data, base_cfg.data
-    for key in ("name", "classes", "hold_out"):
-        if getattr(mine, key) != getattr(theirs, key):
-            raise ConfigError(f"diffusion.base_run={path!r} was trained on data.{key}={getattr(theirs, key)!r}, this "
-                              f"run uses data.{key}={getattr(mine, key)!r}; set data.{key} to match, or use a base "
-                              "run trained on the same data.")
-    return load_learner(rd, build_learner, device=device)
-
-
-class UDiffusionLearner(Learner):
-    """Hierarchical EBM diffusion in u-space (Cui & Han, ICML 2024) on a frozen conditional hierarchy.
-
-    Stage 1 (another run, method ``"conditional"``): the LVAE-style :class:`ConditionalHierarchy`, trained on
-    its ELBO. Stage 2 (this learner): the T conditional EBMs :class:`DiffusionEBMPrior`, learned by DRL on the
-    whitened posterior codes; the base is loaded from ``cfg.diffusion.base_run`` (:func:`load_base_run`),
-    frozen (no gradients, not in any optimiser) and kept as ``self.model`` (its weights are part of this
-    learner's checkpoints, so a run stays tied to the base it was trained on).
-
-    One iteration (:meth:`train_step`, report 6.1): ``eps+ = to_u(z)`` with ``z ~ q(z | x)`` (one
-    reparameterised draw), then :func:`drl_train_step`. ``T = 1`` is the single-step latent EBM baseline on the
-    same u-space (one unconditional EBM sampled by Langevin from N(0, I)).
-
-    Config: ``diffusion.{T, langevin_steps, base_step, t_dim, zero_init}``; the energy nets ``ebm.{nef, layers,
-    spectral_norm, activation}``; Adam ``optim.{lr_e, betas_e, weight_decay_e}`` with ExponentialLR
-    ``optim.lr_decay`` per epoch.
-    """
-
-    def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
-        super().__init__()
-        self.cfg = cfg
-        dc = cfg.diffusion
-        base = load_base_run(cfg, device)
-        self.model: ConditionalHierarchy = base.model
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.z_dims = tuple(self.model.z_dims)
-        self.schedule = diffusion_schedule(dc.T)
-        e = cfg.ebm
-        if e.nef < 1:
-            raise ConfigError("method='udiffusion' needs energy networks: set ebm.nef >= 1")
-        self.prior = DiffusionEBMPrior(self.z_dims, dc.T, e.nef, e.layers, dc.t_dim, e.spectral_norm, e.activation,
-                                       dc.zero_init)
-        self.to(device)
-        o = cfg.optim
-        self.optimizers = {"e": torch.optim.Adam(self.prior.parameters(), lr=o.lr_e, betas=o.betas_e,
-                                                 weight_decay=o.weight_decay_e)}
-        self.schedulers = {"e": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["e"], gamma=o.lr_decay)}
-
-    @property
-    def device(self) -> torch.device:
-        return self.prior.device
-
-    def train(self, mode: bool = True) -> UDiffusionLearner:
-        """Train/eval mode for the energies; the frozen base always stays in eval mode."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
-    def train_step(self, x: Tensor, step: int) -> dict[str, float]:
-        """One DRL step on the posterior codes of ``x: (B, C, H, W)`` (report 6.1 steps 1-6)."""
-        dc = self.cfg.diffusion
-        with torch.no_grad():
-            zs, _ = self.model.posterior(x)
-            u = flatten_u(to_u(self.model, zs))
-        return drl_train_step(self.prior, self.model, self.optimizers["e"], u, self.schedule,
-                              dc.langevin_steps, dc.base_step, sync=self.sync_grads)
-
-    # -- what chapters use ------------------------------------------------------------------
-    def sample_u(self, n: int, steps: int | None = None, base_step: float | None = None,
-                 record_levels: bool = False) -> DiffusionSample:
-        """:func:`sample_diffusion_prior` with the config's Langevin settings (overridable)."""
-        dc = self.cfg.diffusion
-        return sample_diffusion_prior(self.prior, self.model, n, dc.langevin_steps if steps is None else steps,
-                                      dc.base_step if base_step is None else base_step, record_levels, self.schedule)
-
-    def sample_latents(self, n: int, steps: int | None = None, base_step: float | None = None) -> list[Tensor]:
-        """Prior samples ``z = T(y_0)``, ``[(n, d_i)]`` bottom to top."""
-        return self.sample_u(n, steps, base_step).z
-
-    @torch.no_grad()
-    def decode(self, zs: Sequence[Tensor]) -> Tensor:
-        """The base decoder's mean image ``(B, C, H, W)`` in [-1, 1] from ``zs`` (bottom to top)."""
-        return self.model.decode(zs[0])
-
-    def sample(self, n: int, **kw) -> Tensor:
-        """Decoded prior samples ``(n, C, H, W)`` in [-1, 1]."""
-        return self.decode(self.sample_latents(n, **kw))
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> list[Tensor]:
-        """The base's posterior means ``[(B, d_i)]`` bottom to top."""
-        return self.model.posterior(x, use_mean=True)[0]
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))

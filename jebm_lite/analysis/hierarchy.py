@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .models.conditional import ConditionalHierarchy
+from jebm_lite.models.conditional import ConditionalHierarchy
 
 __all__ = [
     "is_conditional",
@@ -92,7 +92,7 @@ def layer_groups(L: int, n_groups: int = 3, names: Sequence[str] = ("bottom", "m
 
 def _cond_energies(learner: nn.Module):
     """The per-layer energies of a conditional hierarchy with the CVPR 2023 joint prior, else ``None``."""
-    from .models.cond_ebm import LayerEnergies
+    from jebm_lite.models.cond_ebm import LayerEnergies
 
     energies = getattr(learner, "energies", None) if is_conditional(learner) else None
     return energies if isinstance(energies, LayerEnergies) else None
@@ -121,7 +121,7 @@ def sample_state(learner: nn.Module, n: int, generator: torch.Generator | None =
 
 def _langevin_layers(learner: nn.Module, zs: list[Tensor], layers: tuple[int, ...]) -> list[Tensor]:
     """Short-run Langevin on the layers ``layers`` of a joint EBM prior, the other layers held fixed."""
-    from .sampling import langevin
+    from jebm_lite.sampling import langevin
 
     prior = learner.prior
     fixed = [z.detach() for z in zs]
@@ -158,7 +158,7 @@ def resample_layers(
     layers = tuple(range(len(state))[i] for i in layers)
     energies = _cond_energies(learner)
     if energies is not None:
-        from .models.cond_ebm import resample_layers_eps
+        from jebm_lite.models.cond_ebm import resample_layers_eps
 
         lc = learner.cfg.prior_langevin
         return resample_layers_eps(learner.model, energies, state, layers, lc.steps, lc.step_size,
@@ -444,12 +444,12 @@ def unit_sweep_stats(
     A unit that holds identity has ``changed`` near 1; a style unit has ``changed`` near 0 and
     ``pix_same`` > 0. Works for any learner with ``decode(list of per-layer codes)``.
     """
-    from .metrics import count_label_changes
+    from jebm_lite.analysis.metrics import count_label_changes
 
     bases = [b.detach() for b in bases]
     R, C = bases[0].shape[0], values.numel()
     layer = range(len(bases))[layer]
-    from .viz import unit_sweep_codes
+    from jebm_lite.analysis.viz import unit_sweep_codes
 
     codes = [b.repeat_interleave(C, dim=0) for b in bases]
     codes[layer] = unit_sweep_codes(bases[layer], unit, values.to(bases[layer].device))
@@ -554,7 +554,7 @@ def conditional_resample_stats(
     if not is_conditional(learner):
         raise TypeError("conditional_resample_stats needs a conditional hierarchy (ConditionalLearner / "
                         "CondJointLearner); use resample_stats for the architectural hierarchy")
-    from .models.cond_ebm import resample_layers_eps, sample_prior_eps
+    from jebm_lite.models.cond_ebm import resample_layers_eps, sample_prior_eps
 
     model: ConditionalHierarchy = learner.model
     energies = _cond_energies(learner)

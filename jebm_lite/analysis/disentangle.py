@@ -234,7 +234,7 @@ def disentanglement_report(
 
 
 def _conditional_model(learner):
-    from .models.conditional import ConditionalHierarchy
+    from jebm_lite.models.conditional import ConditionalHierarchy
 
     model = getattr(learner, "model", None)
     return model if isinstance(model, ConditionalHierarchy) else None

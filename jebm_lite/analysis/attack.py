@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from . import objectives as obj
-from .anomaly import eval_mode
-from .learners import frozen
-from .runtime import ConfigError
+from jebm_lite import objectives as obj
+from jebm_lite.analysis.anomaly import eval_mode
+from jebm_lite.runtime import ConfigError
+from jebm_lite.training.learners import frozen
 
 __all__ = ["AttackResult", "latent_attack", "attack_all_layers", "posterior_kl_per_layer"]
 

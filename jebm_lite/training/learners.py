@@ -7,7 +7,7 @@
 | ``lebm``      | one-layer G + latent EBM, no q          | prior and posterior Langevin (Pang et al. 2020) |
 | ``conditional`` | LVAE/BIVA-style conditional hierarchy | the ELBO with free bits                         |
 | ``cond_joint`` | the conditional hierarchy + one EBM per layer (CVPR 2023) | ``amortized``: q + eps-space prior Langevin, one loss; ``langevin``: posterior + prior Langevin (hje) |
-| ``udiffusion`` | a frozen finished ``conditional`` run + one f_i(z_i, t) per layer (ICML 2024) | DRL in u-space, recovery Langevin (``jebm_lite.diffusion_ebm``) |
+| ``udiffusion`` | a frozen finished ``conditional`` run + one f_i(z_i, t) per layer (ICML 2024) | DRL in u-space, recovery Langevin (``jebm_lite.models.diffusion``) |
 
 The :class:`~jebm_lite.trainer.Trainer` calls ``train_step`` once per batch; chapters call
 ``encode`` / ``sample`` / ``reconstruct`` on a trained learner.
@@ -16,22 +16,31 @@ The :class:`~jebm_lite.trainer.Trainer` calls ``train_step`` once per batch; cha
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from . import objectives as obj
-from .config import POSTERIORS, ExperimentConfig
-from .data import image_shape as dataset_image_shape
-from .diffusion_ebm import UDiffusionLearner
-from .models.cond_ebm import LayerEnergies, log_prior_unnorm, sample_prior_eps
-from .models.conditional import CONDITIONAL_DEFAULTS, ConditionalHierarchy
-from .models.ebm import JointEBMPrior
-from .models.hierarchical import build_hierarchical
-from .runtime import ConfigError
-from .sampling import LangevinTrace, langevin, sample_posterior, sample_prior
-from .trainer import Learner
+from jebm_lite import objectives as obj
+from jebm_lite.config import POSTERIORS, ExperimentConfig, config_from_json
+from jebm_lite.data import image_shape as dataset_image_shape
+from jebm_lite.models.cond_ebm import LayerEnergies, log_prior_unnorm, sample_prior_eps
+from jebm_lite.models.conditional import CONDITIONAL_DEFAULTS, ConditionalHierarchy
+from jebm_lite.models.diffusion import (
+    DiffusionEBMPrior,
+    DiffusionSample,
+    drl_train_step,
+    sample_diffusion_prior,
+)
+from jebm_lite.models.ebm import JointEBMPrior
+from jebm_lite.models.hierarchical import build_hierarchical
+from jebm_lite.runtime import ConfigError
+from jebm_lite.sampling import LangevinTrace, langevin, sample_posterior, sample_prior
+from jebm_lite.training.learner import Learner
+from jebm_lite.training.rundir import RunDir
+from jebm_lite.training.trainer import load_checkpoint, restore_learner
+from jebm_lite.uspace import diffusion_schedule, flatten_u, to_u
 
 
 @contextlib.contextmanager
@@ -524,13 +533,149 @@ class CondJointLearner(Learner):
         return self.decode(self.sample_latents(n, steps=steps, step_size=step_size))
 
 
+# ----------------------------------------------------------------------------------------------
+# The learner (method "udiffusion"): two-stage, on a frozen finished "conditional" run
+# ----------------------------------------------------------------------------------------------
+
+
+def load_base_run(cfg: ExperimentConfig, device: torch.device | str = "cpu"):
+    """The frozen base learner of a ``udiffusion`` config: the finished method-``conditional`` run at
+    ``cfg.diffusion.base_run`` (a path relative to the working directory, e.g. ``runs/...`` from the
+    chapters' ``notebooks/``), loaded from its newest checkpoint.
+
+    Raises:
+        ConfigError: no path, no run there, an unfinished run, a run of another method or of other data;
+            the message names the fix.
+    """
+    hint_preset = "mnist_anomaly_conditional" if cfg.data.hold_out is not None else "mnist_conditional"
+    how = (f"train it first, e.g. `python -m jebm_lite train {hint_preset} --out <dir>` (add the same "
+           "data.* overrides as this run), then set diffusion.base_run=<dir>")
+    path = cfg.diffusion.base_run
+    if not path:
+        raise ConfigError(f"method='udiffusion' needs a finished base run of method 'conditional' in "
+                          f"diffusion.base_run (unset); {how}.")
+    rd = RunDir(path)
+    if not rd.exists():
+        raise ConfigError(f"diffusion.base_run={path!r}: no run directory there "
+                          f"(looked for {Path(path).resolve() / 'config.json'}); {how}.")
+    if not rd.is_finished() or rd.latest_checkpoint() is None:
+        raise ConfigError(f"diffusion.base_run={path!r} is not a finished run (no result.json or no checkpoint); "
+                          f"finish it with `python -m jebm_lite train {path}/config.json --out {path}` (it resumes), "
+                          "then train this run again.")
+    base_cfg = rd.read_config()
+    if base_cfg.method != "conditional":
+        raise ConfigError(f"diffusion.base_run={path!r} is a run of method {base_cfg.method!r}; the u-space "
+                          f"diffusion needs a ConditionalHierarchy trained with method 'conditional'; {how}.")
+    mine, theirs = cfg.data, base_cfg.data
+    for key in ("name", "classes", "hold_out"):
+        if getattr(mine, key) != getattr(theirs, key):
+            raise ConfigError(f"diffusion.base_run={path!r} was trained on data.{key}={getattr(theirs, key)!r}, this "
+                              f"run uses data.{key}={getattr(mine, key)!r}; set data.{key} to match, or use a base "
+                              "run trained on the same data.")
+    path_ckpt = rd.latest_checkpoint()
+    ckpt = load_checkpoint(path_ckpt)
+    base = build_learner(config_from_json(ckpt["config"]), torch.device(device))
+    restore_learner(base, ckpt, path_ckpt)
+    return base.to(device)
+
+
+class UDiffusionLearner(Learner):
+    """Hierarchical EBM diffusion in u-space (Cui & Han, ICML 2024) on a frozen conditional hierarchy.
+
+    Stage 1 (another run, method ``"conditional"``): the LVAE-style :class:`ConditionalHierarchy`, trained on
+    its ELBO. Stage 2 (this learner): the T conditional EBMs :class:`DiffusionEBMPrior`, learned by DRL on the
+    whitened posterior codes; the base is loaded from ``cfg.diffusion.base_run`` (:func:`load_base_run`),
+    frozen (no gradients, not in any optimiser) and kept as ``self.model`` (its weights are part of this
+    learner's checkpoints, so a run stays tied to the base it was trained on).
+
+    One iteration (:meth:`train_step`, report 6.1): ``eps+ = to_u(z)`` with ``z ~ q(z | x)`` (one
+    reparameterised draw), then :func:`drl_train_step`. ``T = 1`` is the single-step latent EBM baseline on the
+    same u-space (one unconditional EBM sampled by Langevin from N(0, I)).
+
+    Config: ``diffusion.{T, langevin_steps, base_step, t_dim, zero_init}``; the energy nets ``ebm.{nef, layers,
+    spectral_norm, activation}``; Adam ``optim.{lr_e, betas_e, weight_decay_e}`` with ExponentialLR
+    ``optim.lr_decay`` per epoch.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        dc = cfg.diffusion
+        base = load_base_run(cfg, device)
+        self.model: ConditionalHierarchy = base.model
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.z_dims = tuple(self.model.z_dims)
+        self.schedule = diffusion_schedule(dc.T)
+        e = cfg.ebm
+        if e.nef < 1:
+            raise ConfigError("method='udiffusion' needs energy networks: set ebm.nef >= 1")
+        self.prior = DiffusionEBMPrior(self.z_dims, dc.T, e.nef, e.layers, dc.t_dim, e.spectral_norm, e.activation,
+                                       dc.zero_init)
+        self.to(device)
+        o = cfg.optim
+        self.optimizers = {"e": torch.optim.Adam(self.prior.parameters(), lr=o.lr_e, betas=o.betas_e,
+                                                 weight_decay=o.weight_decay_e)}
+        self.schedulers = {"e": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["e"], gamma=o.lr_decay)}
+
+    @property
+    def device(self) -> torch.device:
+        return self.prior.device
+
+    def train(self, mode: bool = True) -> UDiffusionLearner:
+        """Train/eval mode for the energies; the frozen base always stays in eval mode."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def train_step(self, x: Tensor, step: int) -> dict[str, float]:
+        """One DRL step on the posterior codes of ``x: (B, C, H, W)`` (report 6.1 steps 1-6)."""
+        dc = self.cfg.diffusion
+        with torch.no_grad():
+            zs, _ = self.model.posterior(x)
+            u = flatten_u(to_u(self.model, zs))
+        return drl_train_step(self.prior, self.model, self.optimizers["e"], u, self.schedule,
+                              dc.langevin_steps, dc.base_step, sync=self.sync_grads)
+
+    # -- what chapters use ------------------------------------------------------------------
+    def sample_u(self, n: int, steps: int | None = None, base_step: float | None = None,
+                 record_levels: bool = False) -> DiffusionSample:
+        """:func:`sample_diffusion_prior` with the config's Langevin settings (overridable)."""
+        dc = self.cfg.diffusion
+        return sample_diffusion_prior(self.prior, self.model, n, dc.langevin_steps if steps is None else steps,
+                                      dc.base_step if base_step is None else base_step, record_levels, self.schedule)
+
+    def sample_latents(self, n: int, steps: int | None = None, base_step: float | None = None) -> list[Tensor]:
+        """Prior samples ``z = T(y_0)``, ``[(n, d_i)]`` bottom to top."""
+        return self.sample_u(n, steps, base_step).z
+
+    @torch.no_grad()
+    def decode(self, zs: Sequence[Tensor]) -> Tensor:
+        """The base decoder's mean image ``(B, C, H, W)`` in [-1, 1] from ``zs`` (bottom to top)."""
+        return self.model.decode(zs[0])
+
+    def sample(self, n: int, **kw) -> Tensor:
+        """Decoded prior samples ``(n, C, H, W)`` in [-1, 1]."""
+        return self.decode(self.sample_latents(n, **kw))
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The base's posterior means ``[(B, d_i)]`` bottom to top."""
+        return self.model.posterior(x, use_mean=True)[0]
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+
 LEARNERS: dict[str, type[Learner]] = {
     "joint": HierarchicalLearner,
     "vlae": HierarchicalLearner,
     "lebm": LEBMLearner,
     "conditional": ConditionalLearner,
     "cond_joint": CondJointLearner,
-    "udiffusion": UDiffusionLearner,  # lives in jebm_lite.diffusion_ebm
+    "udiffusion": UDiffusionLearner,
 }
 
 

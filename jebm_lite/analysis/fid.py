@@ -47,8 +47,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .data import DataNotFoundError
-from .runtime import ConfigError, device_name, get_device
+from jebm_lite.data import DataNotFoundError
+from jebm_lite.runtime import ConfigError, device_name, get_device
 
 WEIGHTS_ENV = "JEBM_FID_WEIGHTS"
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -143,8 +143,8 @@ def inception_metric(
 
     path = resolve_weights(weights_path)
     if path is not None:  # read it safely first: a junk or crafted file is refused before torch-fidelity sees it
-        from .io import safe_torch_load
-        from .runtime import CheckpointError
+        from jebm_lite.io import safe_torch_load
+        from jebm_lite.runtime import CheckpointError
 
         try:
             blob = safe_torch_load(path, "Inception weights file", "point --weights at torch-fidelity's file")
@@ -320,7 +320,7 @@ def _load_states(metric, which: str, states: dict[str, Tensor]) -> None:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    from .io import atomic_write
+    from jebm_lite.io import atomic_write
 
     atomic_write(path, lambda f: torch.save(state, f), mode="wb")
 
@@ -405,7 +405,7 @@ def compute_fid(
     done = {"real": 0, "fake": 0}
     elapsed, resumed = 0.0, False
     if state_path is not None and state_path.is_file():
-        from .io import safe_torch_load
+        from jebm_lite.io import safe_torch_load
 
         st = safe_torch_load(state_path, "FID state file", "delete it (or pass another name=/state_path=) to "
                              "compute the FID afresh")
@@ -448,7 +448,7 @@ def compute_fid(
         wall_time_s=round(elapsed + time.perf_counter() - t0, 3), device=device_name(dev), resumed=resumed,
     )
     if run_dir is not None:
-        from .io import write_json_atomic
+        from jebm_lite.io import write_json_atomic
 
         out = Path(run_dir) / "results" / f"{name}.json"
         res.result_path = str(out)
@@ -476,7 +476,7 @@ def reconstruction_report(
     :func:`jebm_lite.metrics.reconstruction_mse`; returns ``{"mse_01", "mse_pm1", "n"}`` (``mse_pm1`` =
     4 ``mse_01``).
     """
-    from .metrics import reconstruction_mse
+    from jebm_lite.analysis.metrics import reconstruction_mse
 
     dev = get_device(device)
     length = _source_len(data)

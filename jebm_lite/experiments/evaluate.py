@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .runtime import ConfigError, get_device
+from jebm_lite.runtime import ConfigError, get_device
 
 EXIT_USAGE = 2
 
@@ -97,10 +97,12 @@ def evaluate(
         CheckpointError: no usable checkpoint; DataNotFoundError: the data files are missing;
         FIDWeightsNotFoundError: the Inception weights are missing offline; ConfigError: bad arguments.
     """
-    from . import fid as fidlib
-    from .data import get_dataset
-    from .learners import build_learner
-    from .runs import RunDir, load_learner, write_json_atomic
+    from jebm_lite.analysis import fid as fidlib
+    from jebm_lite.data import get_dataset
+    from jebm_lite.io import write_json_atomic
+    from jebm_lite.training.learners import build_learner
+    from jebm_lite.training.load import load_learner
+    from jebm_lite.training.rundir import RunDir
 
     if not (mse or fid):
         raise ConfigError("Nothing to evaluate: pass --mse and / or --fid.")
@@ -163,8 +165,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 usage / data / checkpoint / FID-weights error)."""
-    from .data import DataNotFoundError
-    from .trainer import CheckpointError
+    from jebm_lite.data import DataNotFoundError
+    from jebm_lite.runtime import CheckpointError
 
     args = _parser().parse_args(argv)
     try:

@@ -37,10 +37,12 @@ from typing import Any
 
 import torch
 
-from . import latent_table
-from .runs import diverged_info, load_records, provenance, run_experiment, stored_record, write_json_atomic
-from .runtime import ConfigError, get_device, get_profile, seed_everything
-from .trainer import TrainingDiverged
+from jebm_lite.experiments import latent_table
+from jebm_lite.io import write_json_atomic
+from jebm_lite.runtime import ConfigError, get_device, get_profile, seed_everything
+from jebm_lite.training.load import run_experiment
+from jebm_lite.training.rundir import diverged_info, load_records, provenance, stored_record
+from jebm_lite.training.trainer import TrainingDiverged
 
 METRICS = ("classifier", "inception")
 """``classifier``: Fréchet distance on the book's digit-classifier features; ``inception``: Inception FID."""
@@ -123,9 +125,9 @@ def run_setting(
         training diverges (:class:`~jebm_lite.trainer.TrainingDiverged`) gives
         ``"classifier_fd": None`` and ``"diverged": {"step", "message"}`` (stored, so it is not retrained).
     """
-    from . import fid
-    from .data import as_tensors, get_dataset
-    from .metrics import digit_classifier
+    from jebm_lite.analysis import fid
+    from jebm_lite.analysis.metrics import digit_classifier
+    from jebm_lite.data import as_tensors, get_dataset
 
     cfg = setting_config(setting, value, seed, profile)
     metric = default_metric(cfg.profile) if metric is None else metric

@@ -29,10 +29,12 @@ from typing import Any
 
 import torch
 
-from .config import get_config
-from .runs import diverged_info, load_records, provenance, run_experiment, stored_record, write_json_atomic
-from .runtime import ConfigError, get_device, get_profile, git_commit, seed_everything
-from .trainer import TrainingDiverged
+from jebm_lite.config import get_config
+from jebm_lite.io import write_json_atomic
+from jebm_lite.runtime import ConfigError, get_device, get_profile, git_commit, seed_everything
+from jebm_lite.training.load import run_experiment
+from jebm_lite.training.rundir import diverged_info, load_records, provenance, stored_record
+from jebm_lite.training.trainer import TrainingDiverged
 
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist"}
 """Table row -> ``data.name``; the experiment presets are ``<row>_joint`` and ``<row>_vlae``."""
@@ -89,7 +91,7 @@ def probe_data(cfg, test_subset: int | None = None) -> tuple[tuple, tuple]:
     """``((x_train, y_train), (x_test, y_test))`` of ``cfg.data``: all the training images the model saw
     (``data.subset`` if set) and the full test split (or its first ``test_subset`` images). A model trained
     on the ``fit`` split is scored on the ``val`` split instead of ``test``."""
-    from .data import as_tensors, get_dataset
+    from jebm_lite.data import as_tensors, get_dataset
 
     d = cfg.data
     held_out = "val" if d.split == "fit" else "test"
@@ -150,7 +152,7 @@ def run_cell(
     learner.eval()
     seed_everything(seed)
     t1 = time.perf_counter()
-    from .metrics import layerwise_probe
+    from jebm_lite.analysis.metrics import layerwise_probe
 
     train, test = probe_data(cfg, test_subset)
     probes = layerwise_probe(learner, train, test, epochs=probe_epochs, seed=seed)

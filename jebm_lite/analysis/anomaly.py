@@ -17,33 +17,27 @@ inference network). The conditional hierarchies use their own prior instead of N
 log-posterior" decision function), z ~ q(z | x) (or posterior Langevin for ``model.posterior=langevin``). Tab. 7 (Fashion-MNIST in-distribution, MNIST out-of-distribution) uses the same score;
 :func:`ood_scores` also splits it per layer.
 
-Wiring a held-out digit into training: ``cfg.data.hold_out`` (presets ``mnist_anomaly_joint`` / ``_vlae`` /
-``_lebm``) is read by :func:`anomaly_training_data`, whose result goes to
-:func:`jebm_lite.runs.load_or_train` as its ``data`` (or use :func:`run_anomaly_experiment`).
+The split (a held-out digit, ``cfg.data.hold_out``) is :mod:`jebm_lite.data.anomaly`; a config with
+``data.hold_out`` trains through :func:`jebm_lite.training.load.run_experiment` like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import objectives as obj
-from .data import TensorImageDataset, get_dataset
-from .metrics import auprc, auroc
-from .models.conditional import ConditionalHierarchy
-from .runtime import ConfigError
+from jebm_lite import objectives as obj
+from jebm_lite.analysis.metrics import auprc, auroc
+from jebm_lite.data.anomaly import AnomalySplit
+from jebm_lite.models.conditional import ConditionalHierarchy
+from jebm_lite.runtime import ConfigError
 
 __all__ = [
-    "AnomalySplit",
-    "anomaly_split",
-    "anomaly_training_data",
-    "run_anomaly_experiment",
     "eval_mode",
     "anomaly_scores",
     "evaluate_scores",
@@ -52,157 +46,6 @@ __all__ = [
     "ood_scores",
     "evaluate_ood",
 ]
-
-
-# ----------------------------------------------------------------------------------------------
-# The split
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AnomalySplit:
-    """One held-out-digit split of the pooled MNIST (70,000 images; train first, then test).
-
-    Attributes:
-        held_out: the anomalous digit k.
-        train: normal training images, a uint8 :class:`TensorImageDataset` (N_train items).
-        test: test images (normal first, then every image of digit k), :class:`TensorImageDataset`.
-        test_labels: ``(N_test,)`` int64, 1 = anomaly (digit k), 0 = normal.
-        train_index, test_index: ``(N,)`` int64 row indices into the pooled 70,000 (0..59,999 = the
-            MNIST train split, 60,000..69,999 = its test split): the split, checkable for disjointness.
-        counts: ``n_pooled, n_normal, n_anomalous, n_train, n_test_normal, n_test`` (ints).
-    """
-
-    held_out: int
-    train: TensorImageDataset
-    test: TensorImageDataset
-    test_labels: Tensor
-    train_index: Tensor
-    test_index: Tensor
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def train_images(self, device: torch.device | str | None = None) -> Tensor:
-        """Training images ``(N_train, 1, 28, 28)`` float32 in [-1, 1] on ``device``."""
-        return self.train.tensors(device)[0]
-
-    def test_images(self, device: torch.device | str | None = None) -> Tensor:
-        """Test images ``(N_test, 1, 28, 28)`` float32 in [-1, 1] on ``device``."""
-        return self.test.tensors(device)[0]
-
-
-def _pooled_mnist(root: str | Path | None, download: bool = False) -> tuple[Tensor, Tensor]:
-    """uint8 images ``(70000, 1, 28, 28)`` and labels ``(70000,)``: MNIST train then test."""
-    tr = get_dataset("mnist", "train", root=root, download=download)
-    te = get_dataset("mnist", "test", root=root, download=download)
-    return torch.cat([tr.images, te.images]), torch.cat([tr.targets, te.targets])
-
-
-def anomaly_split(
-    held_out_digit: int,
-    root: str | Path | None = None,
-    seed: int = 42,
-    train_frac: float = 0.8,
-    download: bool = False,
-) -> AnomalySplit:
-    """The MNIST anomaly split of Kumar et al. (2019) / Pang et al. (2020) used by paper Tab. 3.
-
-    Pool train + test (70,000), drop digit ``held_out_digit``, permute the normal images with
-    ``np.random.RandomState(seed).permutation``, train on the first ``int(train_frac * n_normal)``; test on
-    the rest of the normal images plus all images of the held-out digit (label 1). For digit 1:
-    7,877 anomalies, 62,123 normal -> 49,698 train, 12,425 + 7,877 = 20,302 test.
-
-    Args:
-        held_out_digit: 0 ... 9.
-        root: data folder (``$JEBM_DATA`` by default).
-        seed: RandomState seed of the shuffle (42 in the protocol).
-        train_frac: fraction of the normal images used for training.
-        download: let torchvision download missing files.
-
-    Raises:
-        ConfigError: digit not in 0..9 or ``train_frac`` not in (0, 1).
-        DataNotFoundError: the MNIST files are missing.
-    """
-    if isinstance(held_out_digit, bool) or int(held_out_digit) != held_out_digit or not 0 <= held_out_digit <= 9:
-        raise ConfigError(f"held-out digit must be an integer 0..9 (data.hold_out), got {held_out_digit!r}")
-    if not 0.0 < train_frac < 1.0:
-        raise ConfigError(f"train_frac must be in (0, 1), got {train_frac}")
-    k = int(held_out_digit)
-    images, labels = _pooled_mnist(root, download)
-    lab = labels.numpy()
-    normal = np.flatnonzero(lab != k)
-    anomalous = np.flatnonzero(lab == k)
-    normal = normal[np.random.RandomState(seed).permutation(normal.shape[0])]
-    n_train = int(train_frac * normal.shape[0])
-    train_idx = torch.from_numpy(normal[:n_train].astype(np.int64))
-    test_idx = torch.from_numpy(np.concatenate([normal[n_train:], anomalous]).astype(np.int64))
-    test_labels = torch.cat([torch.zeros(normal.shape[0] - n_train, dtype=torch.int64),
-                             torch.ones(anomalous.shape[0], dtype=torch.int64)])
-    counts = {
-        "n_pooled": int(lab.shape[0]), "n_normal": int(normal.shape[0]), "n_anomalous": int(anomalous.shape[0]),
-        "n_train": n_train, "n_test_normal": int(normal.shape[0] - n_train), "n_test": int(test_idx.shape[0]),
-    }
-    return AnomalySplit(
-        held_out=k,
-        train=TensorImageDataset(images[train_idx], labels[train_idx]),
-        test=TensorImageDataset(images[test_idx], labels[test_idx]),
-        test_labels=test_labels,
-        train_index=train_idx,
-        test_index=test_idx,
-        counts=counts,
-    )
-
-
-def anomaly_training_data(cfg, device: torch.device | str | None = None, split: AnomalySplit | None = None):
-    """The training images of an anomaly config (``cfg.data.hold_out`` set), for ``load_or_train(data=...)``.
-
-    The split's normal training images, then the first ``cfg.data.subset`` of them (the ``ci`` profile);
-    a ``(N, 1, 28, 28)`` tensor on the device when ``cfg.data.on_device`` (as ``runs.training_data``), else
-    a :class:`TensorImageDataset`. ``split`` reuses an already built :func:`anomaly_split`.
-
-    Raises:
-        ConfigError: ``data.hold_out`` unset, a dataset other than MNIST, or ``data.classes`` also set.
-    """
-    from .runtime import get_device
-
-    d = cfg.data
-    if d.hold_out is None:
-        raise ConfigError("anomaly_training_data needs data.hold_out=<digit> (e.g. preset mnist_anomaly_joint)")
-    if d.name.strip().lower() != "mnist":
-        raise ConfigError(f"the anomaly protocol is defined on MNIST; got data.name={d.name!r}")
-    if d.classes is not None:
-        raise ConfigError("data.hold_out and data.classes cannot both be set; unset data.classes")
-    if split is None or split.held_out != d.hold_out:
-        split = anomaly_split(d.hold_out, root=d.root, download=d.download)
-    ds = split.train
-    if d.subset is not None:
-        if d.subset < 1:
-            raise ConfigError(f"data.subset={d.subset} must be >= 1")
-        ds = ds.select(torch.arange(min(d.subset, len(ds))))
-    if d.on_device:
-        return ds.tensors(get_device(device if device is not None else cfg.train.device))[0]
-    return ds
-
-
-def run_anomaly_experiment(cfg, run_dir=None, device=None, resume: bool = True):
-    """:func:`jebm_lite.runs.run_experiment` for an anomaly config: load a finished run or train it on
-    :func:`anomaly_training_data`. Returns ``(learner, history, run_dir)``.
-
-    The default run directory is ``runs/<name>-h<digit>-<profile>`` (a temporary one in ``ci``), so the
-    five held-out digits of Tab. 3 do not collide.
-    """
-    from .io import temp_dir
-    from .learners import build_learner
-    from .runs import RunDir, load_or_train
-
-    if cfg.data.hold_out is None:
-        raise ConfigError("run_anomaly_experiment needs data.hold_out=<digit>")
-    if run_dir is None:
-        tag = f"{cfg.name}-h{cfg.data.hold_out}"
-        run_dir = temp_dir(f"{tag}-ci-") if cfg.profile == "ci" else Path("runs") / f"{tag}-{cfg.profile}"
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    data = None if rd.is_finished() else anomaly_training_data(cfg, device)
-    learner, history = load_or_train(cfg, rd, build_learner, data, device=device, resume=resume)
-    return learner, history, rd
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,7 +66,7 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 
 
 def _kind(learner) -> str:
-    from .learners import ConditionalLearner, CondJointLearner
+    from jebm_lite.training.learners import ConditionalLearner, CondJointLearner
 
     if isinstance(learner, (ConditionalLearner, CondJointLearner)):
         # (other learners built on a ConditionalHierarchy have priors of their own: no score here)
@@ -250,8 +93,8 @@ def _latents(learner, x: Tensor, use_mean: bool, rng: torch.Generator | None,
         mus, logvars = learner.posterior(x)
         zs = mus if use_mean else [obj.reparameterize(m, lv, generator=rng) for m, lv in zip(mus, logvars)]
         return zs, mus, logvars
-    from .learners import frozen
-    from .sampling import sample_posterior
+    from jebm_lite.sampling import sample_posterior
+    from jebm_lite.training.learners import frozen
 
     lc = learner.cfg.posterior_langevin
     with frozen(learner.generator), frozen(learner.prior):
@@ -423,9 +266,10 @@ def evaluate_checkpoints(
     Raises:
         CheckpointError: no checkpoint in ``run_dir``.
     """
-    from .learners import build_learner
-    from .runs import RunDir, load_learner
-    from .trainer import CheckpointError
+    from jebm_lite.runtime import CheckpointError
+    from jebm_lite.training.learners import build_learner
+    from jebm_lite.training.load import load_learner
+    from jebm_lite.training.rundir import RunDir
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     ckpts = rd.checkpoints()[-last:]

@@ -1,7 +1,7 @@
 """Paper Tab. 3 from result files: anomaly detection on MNIST, one held-out digit per training.
 
 One *cell* is (method, held-out digit): train the preset ``mnist_anomaly_<method>`` on the anomaly split
-of :func:`jebm_lite.anomaly.anomaly_split` (``data.hold_out=<digit>``), then score the newest ``last``
+of :func:`jebm_lite.data.anomaly.anomaly_split` (``data.hold_out=<digit>``), then score the newest ``last``
 checkpoints with the log-joint decision function (:func:`jebm_lite.anomaly.evaluate_checkpoints`, Sec. 5.4)
 and report the AUPRC as mean ± std over those checkpoints (the paper: over the last 10 epochs).
 
@@ -30,9 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import anomaly
-from .runs import diverged_info, load_records, provenance, stored_record, write_json_atomic
-from .runtime import ConfigError, get_device, get_profile
+from jebm_lite.analysis import anomaly
+from jebm_lite.data import anomaly as anomaly_data
+from jebm_lite.io import write_json_atomic
+from jebm_lite.runtime import ConfigError, get_device, get_profile
+from jebm_lite.training.load import run_experiment
+from jebm_lite.training.rundir import diverged_info, load_records, provenance, stored_record
 
 DIGITS = (1, 4, 5, 7, 9)
 """The held-out digits of paper Tab. 3."""
@@ -57,7 +60,7 @@ PAPER_ROW = {"joint": "Ours (joint EBM prior)", "lebm": "Latent EBM"}
 def cell_config(method: str, digit: int, profile: str | None = None, steps: int = 1500, ckpt_every: int = 500,
                 last: int = 3):
     """The config of one cell: preset ``mnist_anomaly_<method>`` with ``data.hold_out=digit`` and the budget."""
-    from .config import get_config
+    from jebm_lite.config import get_config
 
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not one of {', '.join(METHODS)}")
@@ -101,7 +104,7 @@ def run_cell(
     """Train (or load) one cell, score its last ``last`` checkpoints on the whole test set, write the record.
 
     ``limit`` scores a stratified subset of the test set (quick checks only; stored in the record).
-    ``split`` reuses an :class:`~jebm_lite.anomaly.AnomalySplit` of the same digit. In the ``ci`` profile
+    ``split`` reuses an :class:`~jebm_lite.data.anomaly.AnomalySplit` of the same digit. In the ``ci`` profile
     the record is written only when ``results_dir`` is given (tests pass a temporary folder).
 
     Returns:
@@ -110,7 +113,7 @@ def run_cell(
         "limit", "train_steps", "train_time_s", "eval_wall_s", "run_dir", "device", "torch", "commit",
         "date", "config"}``; a diverged training gives ``"auprc_mean": None`` and ``"diverged"``.
     """
-    from .trainer import TrainingDiverged
+    from jebm_lite.training.trainer import TrainingDiverged
 
     cfg = cell_config(method, digit, profile, steps, ckpt_every, last)
     out = result_path(results_dir, method, digit, cfg.profile) if results_dir is not None else None
@@ -122,7 +125,7 @@ def run_cell(
     base = {"method": method, "digit": int(digit), "profile": cfg.profile, "seed": cfg.train.seed, "last": last,
             "limit": limit, "run_dir": str(rd) if rd is not None else None}
     try:
-        _learner, _history, run = anomaly.run_anomaly_experiment(cfg, run_dir=rd, device=dev)
+        _learner, _history, run = run_experiment(cfg, run_dir=rd, device=dev)
     except TrainingDiverged as err:  # a result too: stored, so that the table shows it and it is not retrained
         rec = {**base, "auprc": [], "auroc": [], "ckpt_steps": [], "auprc_mean": None, "auprc_std": None,
                "auroc_mean": None, "auroc_std": None, "train_steps": err.step, "train_time_s": None,
@@ -131,7 +134,7 @@ def run_cell(
             write_json_atomic(out, rec)
         return rec
     if split is None or split.held_out != int(digit):
-        split = anomaly.anomaly_split(int(digit), root=cfg.data.root, download=cfg.data.download)
+        split = anomaly_data.anomaly_split(int(digit), root=cfg.data.root, download=cfg.data.download)
     t0 = time.perf_counter()
     ev = anomaly.evaluate_checkpoints(run, split, last=last, device=dev, seed=0, limit=limit)
     labels = split.test_labels
@@ -245,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m in a.methods:
             if split is None:
                 cfg = cell_config(m, d, prof, a.steps, a.ckpt_every, a.last)
-                split = anomaly.anomaly_split(d, root=cfg.data.root, download=cfg.data.download)
+                split = anomaly_data.anomaly_split(d, root=cfg.data.root, download=cfg.data.download)
             r = run_cell(m, d, prof, a.steps, a.ckpt_every, a.last, a.results, a.runs, split=split, force=a.force)
             if r.get("diverged"):
                 print(f"{m} held-out {d}: diverged at iteration {r['diverged']['step']}", flush=True)

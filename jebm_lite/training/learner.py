@@ -1,0 +1,85 @@
+"""The learner contract: what the trainer drives and what the analyses may call.
+
+* :class:`Learner` (an ``nn.Module``) is the base class of every method in :mod:`jebm_lite.training.learners`:
+  networks, optimisers and one iteration's updates (:meth:`Learner.train_step`), which is all the
+  :class:`~jebm_lite.training.trainer.Trainer` needs.
+* :class:`LatentModel` is the protocol the analyses (:mod:`jebm_lite.analysis`) use: codes of images, images of
+  codes, samples of the prior. Layers are ordered bottom (``zs[0] = z_1``, next to x) to top.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from jebm_lite.training import distributed
+
+
+@runtime_checkable
+class LatentModel(Protocol):
+    """What an analysis may ask of a trained learner (every learner in :mod:`jebm_lite.training.learners`
+    that has latent codes implements it).
+
+    * ``encode(x)``: per-layer codes of images ``x: (B, C, H, W)`` -> ``[(B, d_1), ..., (B, d_L)]``
+      (posterior means of an amortised posterior; posterior Langevin where there is none);
+    * ``decode(zs)``: images ``(B, C, H, W)`` of per-layer codes;
+    * ``sample_latents(n)``: ``n`` codes per layer from the learned prior (Langevin for an EBM prior);
+    * ``sample(n)``: ``decode(sample_latents(n))``;
+    * ``device``: where the networks live.
+    """
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode(self, x: Tensor) -> list[Tensor]: ...
+
+    def decode(self, zs: list[Tensor]) -> Tensor: ...
+
+    def sample_latents(self, n: int) -> list[Tensor]: ...
+
+    def sample(self, n: int) -> Tensor: ...
+
+
+class Learner(nn.Module):
+    """Owns networks, optimisers and one iteration's updates.
+
+    Subclasses call ``super().__init__()``, build their networks as submodules, then fill
+    :attr:`optimizers` (name -> optimiser) and :attr:`schedulers` (name -> LR scheduler, stepped once
+    per epoch by the Trainer). ``state_dict()`` (the networks) plus the optimiser and scheduler
+    states are what a checkpoint stores.
+
+    Within :meth:`train_step` call :meth:`sync_grads` on each parameter group right before its
+    ``optimizer.step()``: under data parallelism that averages the gradients over processes (a no-op
+    otherwise). Losses should be means over the batch so that this averaging is exact.
+    """
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.optimizers = {}
+        self.schedulers = {}
+
+    def train_step(self, x: Tensor, step: int) -> dict[str, float]:
+        """Do all updates for one batch ``x: (B, C, H, W)`` (iteration ``step``, counted from 1) and
+        return scalar metrics as Python floats (``"energy/..."`` ones are checked for explosion).
+
+        Abstract: every learner in :mod:`jebm_lite.learners` implements it."""
+        raise NotImplementedError
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the Trainer after the last step of ``epoch`` (0-based): steps the schedulers."""
+        for sched in self.schedulers.values():
+            sched.step()
+
+    def sync_grads(self, params) -> None:
+        """Average the ``.grad`` of ``params`` over processes (no-op unless distributed)."""
+        distributed.all_reduce_grads(params)
+
+    def energy_keys(self) -> tuple[str, ...]:
+        """Metric names the guard checks against ``train.guard_energy_limit``. An entry ending in
+        ``/`` is a prefix: the default ``("energy/",)`` matches every ``energy/...`` metric."""
+        return ("energy/",)
