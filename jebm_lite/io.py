@@ -322,6 +322,18 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def clean_temp_roots() -> list[Path]:
+    """Remove the temporary roots of processes that are gone (a killed notebook kernel does not run its exit
+    handlers). Returns the removed folders."""
+    removed = []
+    for old in Path(tempfile.gettempdir()).glob(f"{_TEMP_PREFIX}*"):
+        m = re.match(rf"^{_TEMP_PREFIX}(\d+)-", old.name)
+        if m and old.is_dir() and not _pid_alive(int(m.group(1))):
+            _remove_tree(old)
+            removed.append(old)
+    return removed
+
+
 def temp_dir(prefix: str) -> Path:
     """A fresh temporary directory for a throw-away run (the ``ci`` profile's runs, tests).
 
@@ -331,11 +343,7 @@ def temp_dir(prefix: str) -> Path:
     """
     global _temp_root
     if _temp_root is None or not _temp_root.is_dir():
-        base = Path(tempfile.gettempdir())
-        for old in base.glob(f"{_TEMP_PREFIX}*"):  # roots of dead processes
-            m = re.match(rf"^{_TEMP_PREFIX}(\d+)-", old.name)
-            if m and old.is_dir() and not _pid_alive(int(m.group(1))):
-                _remove_tree(old)
+        clean_temp_roots()
         _temp_root = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
         import atexit
 
