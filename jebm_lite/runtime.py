@@ -36,6 +36,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint or stored file that is missing, corrupt, unsafe or does not fit (the message names it)."""
 
 
+def downloads_allowed() -> bool:
+    """May a loader fetch a small missing data set (MNIST, Fashion-MNIST) on its own? Yes for a reader (a fresh
+    Colab session, a laptop), never in CI or tests: not in the ``ci`` profile, not under pytest, not when ``CI``
+    or ``JEBM_NO_DOWNLOAD`` is set. Without a network the loader's error says which files to put where."""
+    env = os.environ
+    if env.get(PROFILE_ENV, "").strip().lower() == "ci" or "PYTEST_CURRENT_TEST" in env:
+        return False
+    return not any(env.get(k, "").strip().lower() not in ("", "0", "false", "no") for k in ("CI", "JEBM_NO_DOWNLOAD"))
+
+
 def default_profile() -> str:
     """``full`` when CUDA is available, ``cpu`` otherwise."""
     return "full" if torch.cuda.is_available() else "cpu"

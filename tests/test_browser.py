@@ -322,6 +322,17 @@ async () => {
     i.addEventListener("load", r, {once: true}); i.addEventListener("error", r, {once: true});
   }))), 30000);
   out.images = imgs.length;
+  // Images shown at less than half their own width (tick labels become unreadable).
+  out.shrunkImages = imgs.filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width > 0
+      && i.getBoundingClientRect().width < 0.5 * i.naturalWidth)
+    .map(i => `${i.getAttribute("src")} (${Math.round(i.getBoundingClientRect().width)} of ${i.naturalWidth} px)`)
+    .slice(0, 10);
+  // A markdown table that was not turned into a <table> shows as text with a separator row: "| a | b |---|---|"
+  // (Sphinx's smart quotes turn the dashes into em dashes). Code blocks and real tables are left out.
+  const main = (document.querySelector("main") || document.body).cloneNode(true);
+  main.querySelectorAll("pre, code, table, script, style").forEach(e => e.remove());
+  out.rawTables = (main.textContent || "").split("\\n")
+    .filter(l => /\\|\\s*(:?-{3,}:?|[\\u2014\\u2013]+)\\s*\\|/.test(l)).map(l => l.trim().slice(0, 120)).slice(0, 5);
   out.brokenImages = imgs.filter(i => !(i.complete && i.naturalWidth > 0))
     .map(i => i.getAttribute("src")).slice(0, 10);
   out.chtmlFonts = document.fonts ? Array.from(document.fonts)
@@ -337,6 +348,16 @@ def _is_local(url: str, base: str) -> bool:
     parts, local = urlsplit(url), urlsplit(base)
     return parts.scheme in ("data", "blob", "about") or parts.netloc == local.netloc
 
+
+# Figures stored before the half-width rule, drawn 1380-1425 px wide and shown at 48 % in the 688 px column of a
+# 1280 px window; they are redrawn at column width when their chapters are next executed (chapters 5 and 7),
+# and then this list must shrink: an entry that no longer appears on its page fails the test.
+_KNOWN_WIDE_FIGURES = {
+    "notebooks/05_toy012.html": {"472efabf01c6a8a6d74b0a4b99718ee85ae08cb720bbcaf166b3d3858d812f2e.png",
+                                 "507caa93640c093b5c097f177b25e2e2e88d00d51c7698c7b8d5ee339079391c.png",
+                                 "d40b5b97fcf82a1071ef16a5ad8d50b3c3c756c27c26f59d5c32b104b3df8c90.png"},
+    "notebooks/07_robustness.html": {"4323fb89d8fcfa6d4d6d632af8a9e9f86e2ebd9430375d9c3721f55147c0bcd4.png"},
+}
 
 # Console errors that are not the book's: pydata-sphinx-theme logs this on a reader's first visit
 # (no theme mode stored yet) and then picks "auto", as it should.
@@ -431,6 +452,15 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
             problems.append(f"undefined TeX macros shown in red: {info['undefinedMacros']}")
         if info["brokenImages"]:
             problems.append(f"images that did not load: {info['brokenImages']}")
+        if info["rawTables"]:
+            problems.append(f"markdown tables shown as text, not as tables: {info['rawTables']}")
+        known = _KNOWN_WIDE_FIGURES.get(name, set())
+        shrunk = [i for i in info["shrunkImages"] if i.split(" (")[0].rsplit("/", 1)[-1] not in known]
+        if shrunk:
+            problems.append(f"images shown below half their width: {shrunk}")
+        stale = known - {i.split(" (")[0].rsplit("/", 1)[-1] for i in info["shrunkImages"]}
+        if stale:
+            problems.append(f"_KNOWN_WIDE_FIGURES lists figures that are no longer too wide here: {sorted(stale)}")
         if info["chtmlFonts"]:
             problems.append(f"MathJax fonts that did not load: {info['chtmlFonts']}")
         sidebar = {u.split("#")[0] for u in info["toc"] or []}

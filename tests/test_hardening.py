@@ -462,3 +462,33 @@ def test_a_ci_notebook_leaves_no_run_directory_behind(tmp_path):
             else:
                 os.environ[k] = v
     assert list(tmp.iterdir()) == []
+
+
+def test_small_data_sets_download_for_readers_but_never_in_ci_or_tests(monkeypatch, tmp_path):
+    from jebm_lite import data as jdata
+    from jebm_lite.runtime import downloads_allowed
+
+    assert not downloads_allowed()  # under pytest
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    for k in ("CI", "JEBM_NO_DOWNLOAD", "JEBM_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    assert downloads_allowed()  # a reader's machine, a fresh Colab session
+    for k, v in (("JEBM_PROFILE", "ci"), ("CI", "true"), ("JEBM_NO_DOWNLOAD", "1")):
+        monkeypatch.setenv(k, v)
+        assert not downloads_allowed()
+        monkeypatch.delenv(k)
+    seen = []
+
+    def fake_load(name, split, folder, download=False):
+        seen.append((name, download))
+        raise jdata.DataNotFoundError("stop here")
+
+    monkeypatch.setattr(jdata.mnist, "load", fake_load)
+    for name in ("mnist", "fashion_mnist"):
+        with pytest.raises(jdata.DataNotFoundError):
+            jdata.get_dataset(name, root=tmp_path)
+    assert seen == [("mnist", True), ("fashion_mnist", True)]
+    monkeypatch.setenv("JEBM_PROFILE", "ci")
+    with pytest.raises(jdata.DataNotFoundError):
+        jdata.get_dataset("mnist", root=tmp_path)
+    assert seen[-1] == ("mnist", False)

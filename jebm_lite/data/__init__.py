@@ -45,7 +45,7 @@ from jebm_lite.data._common import DataNotFoundError, TensorImageDataset, data_r
 from jebm_lite.data.celeba import ImageFileDataset
 from jebm_lite.data.factors import FactorDataset
 from jebm_lite.data.toy2d import gaussian_mixture_2d, mixture_centres, mode_coverage
-from jebm_lite.runtime import ConfigError
+from jebm_lite.runtime import ConfigError, downloads_allowed
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "svhn", "celeba64", "cifar10")
 #: Generated stand-ins for data sets that may be unavailable (accepted by :func:`get_dataset` too).
@@ -108,7 +108,7 @@ def get_dataset(
     root: str | Path | None = None,
     classes: Sequence[int] | None = None,
     subset: int | None = None,
-    download: bool = False,
+    download: bool | None = None,
     augment: bool = False,
 ) -> Dataset:
     """Load a dataset split: items are ``(image (C, H, W) float32 in [-1, 1], label int)``.
@@ -120,7 +120,9 @@ def get_dataset(
         root: the data folder (see :func:`data_root`).
         classes: keep only these labels, e.g. ``(0, 1, 2)`` (not for ``celeba64``, which has no labels).
         subset: keep the first ``subset`` examples, after the class filter.
-        download: let torchvision download missing files (needs internet); never done by default.
+        download: let torchvision download missing files (needs internet). ``None`` (default): only the small
+            MNIST-family files, and only where :func:`jebm_lite.runtime.downloads_allowed` (a reader's
+            machine or Colab; never in CI or tests). SVHN, CelebA and CIFAR-10 are fetched only when asked.
         augment: random horizontal flips for the ``train`` split of ``celeba64`` and ``cifar10``
             (ignored for digits); off by default for determinism.
 
@@ -134,6 +136,8 @@ def get_dataset(
         ConfigError: unknown name or split, bad ``subset``, or no example with one of ``classes``.
     """
     key = _canonical(name)
+    if download is None:
+        download = key in ("mnist", "fashion_mnist", "colour_mnist") and downloads_allowed()
     split = split.strip().lower()
     if split not in _SPLITS[key]:
         raise ConfigError(f"{key} has no split {split!r}; use one of {', '.join(_SPLITS[key])}")
