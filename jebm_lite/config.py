@@ -465,10 +465,8 @@ _MNIST_JOINT = {
     "method": "joint", "data.name": "mnist", "data.download": True, "model.preset": "mnist_small", "model.merge": "gated",
     "model.sigma": 0.3,
     "ebm.nef": 50, "ebm.layers": 3, "prior_langevin.steps": 60, "prior_langevin.step_size": 0.4,
-    # A stronger EBM than the SVHN reference (2e-6 with spectral norm): with 2e-5 and spectral norm the
-    # 0/1/2 toy's f at prior samples stayed 0.1-0.3 below f at posterior codes for 1400 iterations (the
-    # prior lagged the codes, so the model behaved like VLAE); with 2e-4 and no spectral norm the two
-    # energies meet within ~600 iterations (chapter 5). Chapter 1's LEBM needed the same change.
+    # The book's recipe for chapters 3-7: a stronger EBM than the reference (lr_e 2e-4, no spectral norm, 3 x 50),
+    # so that short CPU runs learn a prior; the reference recipe is <data>_ref_* below (Tab. 1 at a real budget).
     "ebm.spectral_norm": False, "optim.lr_e": 2e-4, "optim.lr_g": 3e-4,
 }
 register("mnist_joint", _MNIST_JOINT, _MNIST_PROFILES)
@@ -531,7 +529,7 @@ register("svhn5_joint", _SVHN5, _BIG_PROFILES)
 # 5311 per epoch (train_hs 100 epochs, train_fid 200). CelebA-64 and CIFAR-10 have no released code
 # [inferred, book/full_scale.md]: 200 epochs like train_fid (CelebA train 162 770 // 100 = 1627 per epoch,
 # CIFAR-10 50 000 // 100 = 500); CelebA trains with the 40 prior Langevin steps of paper Sec. 5.3 and is
-# evaluated with 60 (Tab. 4: k = 60 gives the headline FID 32.15; `python -m jebm_lite.evaluate
+# evaluated with 60 (Tab. 4: k = 60 gives the headline FID 32.15; `python -m jebm_lite evaluate
 # ... --langevin-steps 60`). Test-time Langevin is not part of the training config.
 register("celeba64_joint", {**_SVHN5, "data.name": "celeba64", "data.split": "train", "model.preset": "celeba64",
                             "ebm.nef": 100, "ebm.layers": 2, "prior_langevin.steps": 40,
@@ -539,7 +537,6 @@ register("celeba64_joint", {**_SVHN5, "data.name": "celeba64", "data.split": "tr
 register("cifar10_joint", {**_SVHN5, "data.name": "cifar10", "data.split": "train", "model.preset": "cifar10",
                            "train.max_steps": 100000}, _BIG_PROFILES)
 
-# ---- BEGIN anomaly-detection presets (issue 6; jebm_lite.anomaly) ----------------------------
 # MNIST with one held-out digit (paper Sec. 5.4, Tab. 3; protocol of report 1.9): train on 80 % of the
 # pooled normal digits. Pick the digit with an override, e.g. ``data.hold_out=4`` (default 1). The
 # training images come from ``jebm_lite.data.anomaly.anomaly_training_data(cfg)``; ``data.split`` is ignored.
@@ -551,22 +548,15 @@ register("mnist_anomaly_lebm", {**_MNIST_ANOMALY, "method": "lebm", "model.prese
                                 "model.z_dims": (6,), "ebm.spectral_norm": False,
                                 "optim.betas_g": (0.5, 0.999), "optim.betas_e": (0.5, 0.999),
                                 "optim.lr_g": 1e-4, "optim.weight_decay_g": 0.0}, _MNIST_PROFILES)
-# ---- END anomaly-detection presets -----------------------------------------------------------
 
-# ---- BEGIN SVHN stand-in preset (issue 7; jebm_lite.data.colour_digits) -----------------------
 # The svhn4 model (hre:train_hs.py, report 1.4) on ``colour_mnist``, an SVHN-like STAND-IN rendered from
 # MNIST with recorded factors (colours, lighting, stroke, pose, neighbour fragments); not SVHN. For when
 # the SVHN files are missing. ``full``: 100 epochs of the 60 k training images at batch 100.
-# EBM learning: the reference's lr_e = 2e-6 is tuned for 531 k iterations; on MNIST even 10x that left the
-# prior lagging the codes for 1400 iterations (chapter 5), so the stand-in uses lr_e = 2e-4. Spectral norm
-# stays ON: with the MNIST family's "2e-4, no spectral norm" the stand-in diverged (issue 7: from ~1200
-# iterations f at the posterior codes and the top layer's KL grew together, to f ~ 5e3 and KL(z4) ~ 2.4e3 at
-# 1500; three guard roll-backs). Reference setting: ``optim.lr_e=2e-6``.
+# EBM learning: lr_e = 2e-4 with spectral norm on (the reference's 2e-6 is tuned for 531 k iterations; the MNIST
+# family's "2e-4, no spectral norm" diverged on the stand-in). Reference setting: ``optim.lr_e=2e-6``.
 register("svhn4_standin_joint", {**_SVHN4, "data.name": "colour_mnist", "data.split": "train",
                                  "optim.lr_e": 2e-4, "train.max_steps": 60000}, _BIG_PROFILES)
-# ---- END SVHN stand-in preset ------------------------------------------------------------------
 
-# ---- BEGIN disentanglement presets (issue 9, paper Tab. 8; jebm_lite.data.factors, jebm_lite.disentangle) --
 # The paper trains on 3D Shapes with pro-VLAE's networks and latent sizes; here the download-free ``factors``
 # stand-in (32x32 RGB shapes, seven known factors) with the MNIST-family layout (``factors_small``: three
 # layers of 3 units, [inferred]) and the MNIST family's EBM settings. Images are rendered per batch
@@ -575,28 +565,19 @@ _FACTORS = {**_MNIST_JOINT, "data.name": "factors", "data.download": False, "dat
             "model.preset": "factors_small"}
 register("factors_joint", _FACTORS, _MNIST_PROFILES)
 register("factors_vlae", {**_FACTORS, "method": "vlae", "ebm.nef": 0}, _MNIST_PROFILES)
-# ---- END disentanglement presets ----------------------------------------------------------------
 
-# ---- BEGIN CVPR 2023 presets (issue 9) --------------------------------------------------------
 # The CVPR 2023 joint EBM prior on a conditional-Gaussian hierarchy (poster; reference 5.1-5.3; method
 # cond_joint, jebm_lite.models.cond_ebm) and its Gaussian-prior baseline (method conditional), on the anomaly
 # split (data.hold_out, as the mnist_anomaly_* presets) and on full MNIST. Choices marked [inferred]:
 # * three layers z_dims (16, 8, 4) and hidden 128 [inferred] (report 5.3 suggests z2 of 16-32 and z1 of 32-64
-#   for a 2-layer model at 32x32 on a GPU). Hidden 128, not 256: the cost of cond_joint is the 60 eps-space
-#   prior Langevin steps, each a forward + backward through the prior nets (width = hidden), so the width is
-#   what sets it (256 cost 0.20 s CPU / 0.30 s wall per iteration, too close to the 0.3 s budget);
+#   for a 2-layer model at 32x32 on a GPU); the prior nets' width sets the cost of the 60 eps-space prior
+#   Langevin steps, so it is kept small for the cpu profile;
 # * Gaussian likelihood with sigma 0.3 (as the hje CIFAR script and the MNIST joint presets), no free bits;
 # * the optimiser of mnist_conditional (Adam 1e-3, betas (0.9, 0.999), no weight decay) [inferred];
 # * energies (cond_joint): one MLP per layer, nef 50, 2 hidden layers, LReLU, no spectral norm (hje: none),
 #   lr_e 2e-4 (the MNIST family's value; hje's CIFAR 2e-5 is tuned for 50 k iterations), prior Langevin 60 steps
-#   at s = 0.4 in eps-space (hje: 60 at 0.4; ci profile: 10), model.posterior=amortized (the book's default;
-#   model.posterior=langevin gives the hje joint training with the posterior Langevin below, reference 40 at 0.1).
-# Cost of one training iteration, batch 100, 1 thread (OMP_NUM_THREADS=1; median of 20 on the 2-core dev
-# machine shared with background training, load ~4.7, so wall > CPU time): conditional 0.011 s CPU / 0.017 s
-# wall; cond_joint (amortized) 0.14 s CPU / 0.21 s wall (1500 iterations ~ 5 min); cond_joint with
-# model.posterior=langevin (40 posterior steps) 0.29 s CPU / 0.44 s wall. A 600-iteration check of
-# mnist_anomaly_cond_joint (cpu profile, seed 0): stable, mse 0.27 -> 0.12, f(z+) - f(z-) ~ 1.1 at the end (the
-# prior still lags the codes), AUPRC 0.30 for digit 1 on 2000 test images (not the protocol; no tuning done).
+#   at s = 0.4 in eps-space (hje: 60 at 0.4), model.posterior=amortized (the book's default; model.posterior=langevin
+#   gives the hje joint training with the posterior Langevin below, reference 40 at 0.1).
 _COND_CVPR = {
     "method": "conditional", "data.name": "mnist", "data.download": True, "model.preset": "conditional3",
     "model.z_dims": (16, 8, 4), "model.hidden": 128, "model.likelihood": "gaussian", "model.sigma": 0.3,
@@ -612,9 +593,7 @@ _COND_JOINT_CVPR = {
 register("mnist_anomaly_conditional", {**_COND_CVPR, "data.hold_out": 1}, _MNIST_PROFILES)
 register("mnist_anomaly_cond_joint", {**_COND_JOINT_CVPR, "data.hold_out": 1}, _MNIST_PROFILES)
 register("mnist_cond_joint", _COND_JOINT_CVPR, _MNIST_PROFILES)
-# ---- END CVPR 2023 presets ----------------------------------------------------------------------
 
-# ---- BEGIN ICML 2024 presets (issue 9) --------------------------------------------------------
 # Latent-space hierarchical EBM diffusion in u-space (Cui & Han 2024; method udiffusion,
 # jebm_lite.models.diffusion; reference report 6.1-6.3), two-stage: the energies are learned on the FROZEN
 # finished base run of ``mnist_anomaly_conditional`` (same data: MNIST, data.hold_out=1; the model.* keys
@@ -627,19 +606,10 @@ register("mnist_cond_joint", _COND_JOINT_CVPR, _MNIST_PROFILES)
 # 1e-5, so that s_t is ~1e-3 at the top level (report 6.3: s_2 = 9.6e-4, s_1 = 5.9e-4, s_0 = 4.8e-6). T = 1
 # (the single-step latent EBM on the same u-space, sampled from N(0, I)) uses base_step 1e-3: the same top
 # step s_0 = 1e-3. Adam betas (0.99, 0.999) and weight decay 3e-5 as the reference.
-# Deviations [measured; one 1500-iteration run each on a 1500-step base, classifier-feature Frechet distance
-# of 2000 decoded samples to training images; base Gaussian prior 109, base reconstructions 41]:
-# * lr_e 1e-3, not the reference's 4e-5 (200 epochs of a conv net): 1e-4 left the samples worse than the
-#   base's Gaussian prior after 600 iterations (spectral-normed nets; u-space FD 0.94 vs 0.73); 1e-3 beat it (0.62).
-# * no spectral norm, energies zero-initialised (diffusion.zero_init; the reference normalises every layer):
-#   a random 1-Lipschitz f moves a 28-d code by up to 1/2 per step, so the untrained sampler starts far from
-#   the base prior; with f = 0 it starts AT the base prior. T = 3: FD 106 (SN) -> 73; T = 1: 92 -> 68.
-#   The reference architecture: ``ebm.spectral_norm=true diffusion.zero_init=false``.
-# * At this budget T = 1 (68) was not worse than T = 3 (73); a likely cause: the 1/s_t loss weights make level 0
-#   dominate (s_2 / s_0 ~ 200), so the upper levels learn slowly (seen per level on a 2-mode toy).
-# Cost of one training iteration, batch 100, 1 thread, base z_dims (16, 8, 4) hidden 256 (metrics.time_train_step,
-# median of 20, the 2-core dev machine shared with background training): T = 3 0.14 s, T = 1 0.12 s (30 steps
-# per level; 10 steps: 0.065 s), i.e. ~7 min for the cpu profile's 3000 iterations.
+# Deviations from the reference, chosen for a 1500-iteration budget on a 1500-step base (chapter 8 shows the
+# effect): lr_e 1e-3, not the reference's 4e-5 (tuned for 200 epochs); no spectral norm and zero-initialised
+# energies (diffusion.zero_init), so that the untrained sampler starts at the base prior (the reference
+# architecture: ``ebm.spectral_norm=true diffusion.zero_init=false``).
 _UDIFF = {
     **_COND_CVPR, "data.hold_out": 1, "method": "udiffusion",
     "diffusion.base_run": "runs/mnist_anomaly_conditional-h1-s1500-cpu", "diffusion.T": 3,
@@ -649,4 +619,3 @@ _UDIFF = {
 }
 register("mnist_anomaly_udiff_t3", _UDIFF, _MNIST_PROFILES)
 register("mnist_anomaly_udiff_t1", {**_UDIFF, "diffusion.T": 1, "diffusion.base_step": 1e-3}, _MNIST_PROFILES)
-# ---- END ICML 2024 presets ----------------------------------------------------------------------

@@ -54,7 +54,6 @@ __all__ = [
     "sample_prior",
     "sample_prior_from_config",
     "sample_posterior",
-    "sample_posterior_from_config",
     "sample_layer",
 ]
 
@@ -399,13 +398,6 @@ def sample_posterior(
         return log_lik + fz - 0.5 * z.pow(2).sum(dim=1), (fz if has_f else None)
 
     return _run(target, z0, steps, step_size, noise, record, rng)
-
-
-def sample_posterior_from_config(
-    generator: nn.Module, prior: JointEBMPrior, x: Tensor, sigma: float, lc, **kw
-) -> LangevinTrace:
-    """:func:`sample_posterior` with settings from a :class:`~jebm_lite.config.LangevinConfig`."""
-    return sample_posterior(generator, prior, x, sigma, lc.steps, lc.step_size, noise=lc.noise, **kw)
 
 
 def sample_layer(

@@ -153,16 +153,8 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
-    def samples_dir(self) -> Path:
-        return self.path / "samples"
-
-    @property
     def result_path(self) -> Path:
         return self.path / "result.json"
-
-    @property
-    def card_path(self) -> Path:
-        return self.path / "run_card.json"
 
     def exists(self) -> bool:
         return self.config_path.exists()

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from jebm_lite.config import ExperimentConfig, config_from_json, to_dict
+from jebm_lite.config import ExperimentConfig, to_dict
 from jebm_lite.io import RunLock, atomic_write, clean_temp_files, write_jsonl_atomic
 from jebm_lite.runtime import CheckpointError, ConfigError, get_device, seed_everything
 from jebm_lite.training import distributed
@@ -71,14 +71,6 @@ class TrainingInterrupted(RuntimeError):
 
 class TrainerWarning(UserWarning):
     """Roll-backs and checkpoint fall-backs: training continues, but someone should look."""
-
-
-def autocast(cfg: ExperimentConfig, device: torch.device):
-    """The bf16 autocast context for a learner's generator / inference passes: enabled when
-    ``train.amp_bf16`` is set and the device is CUDA (a no-op context otherwise). EBM energies and
-    Langevin chains should stay in float32, so learners wrap only the parts that profit."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=bool(cfg.train.amp_bf16) and device.type == "cuda")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -776,8 +768,3 @@ class Trainer:
             else "no run directory, so nothing was saved"
         raise TrainingInterrupted(f"{name} received: stopped at step {self.step} ({where}).", self.step,
                                   int(self._signal))
-
-
-def config_of(path: str | Path) -> ExperimentConfig:
-    """The config stored in a checkpoint file."""
-    return config_from_json(load_checkpoint(path)["config"])
