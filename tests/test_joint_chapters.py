@@ -267,3 +267,30 @@ def test_time_train_step_leaves_the_learner_unchanged():
     after = learner.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert learner.optimizers["g"].state_dict()["state"] == opt_before == {}
+
+
+def test_svhn_row_trains_and_probes_both_priors_on_a_synthetic_svhn_file(tmp_path, monkeypatch):
+    """Tab. 1's SVHN row end to end (ci profile) on small files in SVHN's own .mat format: 4 layers per record,
+    the paper's numbers beside them, the same networks for both priors."""
+    import numpy as np
+    import scipy.io
+
+    root = tmp_path / "data" / "svhn"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("extra", 96), ("test", 40)):
+        X = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.uint8).reshape(n, 1)
+        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": X, "y": y})
+    monkeypatch.setenv("JEBM_DATA", str(tmp_path / "data"))
+    recs = [T.run_cell("svhn", m, 0, "ci", results_dir=tmp_path / "res", probe_epochs=1, device="cpu")
+            for m in ("joint", "vlae")]
+    for r in recs:
+        assert len(r["accuracy"]) == 4 and all(0.0 <= a <= 100.0 for a in r["accuracy"])
+        assert r["config"]["data"]["name"] == "svhn" and r["probe"]["n_test"] == 40
+    j, v = (T.cell_config("svhn", m, 0, "ci") for m in ("joint", "vlae"))
+    assert j.model == v.model and j.ebm.nef == 50 and v.ebm.nef == 0 and j.optim.lr_e == 2e-6
+    rows = T.summarise(T.load_results(tmp_path / "res"))
+    assert {r["paper"] for r in rows if r["layer"] == 4} == {86.63, 52.14}
+    with pytest.raises(ConfigError, match="validation"):
+        T.cell_config("svhn", "joint", 0, "ci", validation=True)
