@@ -58,7 +58,7 @@ def resolve_config(config: str, profile: str | None, overrides: list[str]) -> Ex
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jebm_lite", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", metavar="{train,configs,show,evaluate}")
+    sub = p.add_subparsers(dest="command", metavar="{train,configs,show,evaluate,runs}")
 
     t = sub.add_parser("train", help="train (or resume) a run")
     t.add_argument("config", help="preset name or path to a config.json")
@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("configs", help="list the experiment presets")
     sub.add_parser("evaluate", help="reconstruction MSE / FID of a run (python -m jebm_lite evaluate -h)")
+
+    r = sub.add_parser("runs", help="pack finished runs into archives, or fetch published ones")
+    rsub = r.add_subparsers(dest="runs_command", metavar="{pack,fetch}", required=True)
+    rp = rsub.add_parser("pack", help="archive finished run directories (+ manifest.json with sha256)")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", default="dist/runs", help="folder for the archives and manifest.json")
+    rf = rsub.add_parser("fetch", help="download a published run into the runs folder")
+    rf.add_argument("names", nargs="+", metavar="NAME", help="run names as in the manifest, e.g. toy012_joint-cpu")
+    rf.add_argument("--base-url", default=None, help="where the archives are (default: $JEBM_RUNS_URL)")
+    rf.add_argument("--runs", default="runs", help="the runs folder (default: runs)")
 
     s = sub.add_parser("show", help="print the resolved config as JSON")
     s.add_argument("config", help="preset name or path to a config.json")
@@ -146,6 +156,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from jebm_lite.training import archive
+
+    if args.runs_command == "pack":
+        man = archive.pack(args.run_dirs, args.out)
+        for name in sorted(man["runs"]):
+            e = man["runs"][name]
+            print(f"{args.out}/{e['file']}  sha256 {e['sha256'][:16]}...  {e['size'] / 1e6:.1f} MB")
+        print(f"{args.out}/{archive.MANIFEST}: publish it with the archives (see book/running.md)")
+        return 0
+    for name in args.names:
+        print(f"{name} -> {archive.fetch(name, args.runs, args.base_url)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 usage/config/data/checkpoint/file error,
     3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint)."""
@@ -173,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_configs()
         if args.command == "show":
             return cmd_show(args)
+        if args.command == "runs":
+            return cmd_runs(args)
         return cmd_train(args)
     except (ConfigError, CheckpointError) as e:
         _err(str(e))
