@@ -331,6 +331,13 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("model.z_dims must be positive")
     if cfg.ebm.nef < 0 or cfg.ebm.layers < 1:
         raise ConfigError("ebm.nef must be >= 0 and ebm.layers >= 1")
+    if cfg.ebm.activation not in ACTIVATIONS:
+        raise ConfigError(f"ebm.activation={cfg.ebm.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    if cfg.method == "lebm" and cfg.ebm.nef < 1:
+        raise ConfigError("method='lebm' needs an EBM: set ebm.nef > 0")
+    if cfg.method == "cond_joint" and cfg.ebm.nef < 1:
+        raise ConfigError("method='cond_joint' needs per-layer energies: set ebm.nef > 0 (e.g. ebm.nef=50), or use "
+                          "method=conditional for the conditional hierarchy with its Gaussian prior alone.")
     if cfg.model.posterior not in POSTERIORS:
         raise ConfigError(f"model.posterior={cfg.model.posterior!r} is not one of {', '.join(POSTERIORS)} "
                           "(method cond_joint: model.posterior=amortized or model.posterior=langevin)")
@@ -418,6 +425,7 @@ def config_from_json(text_or_dict: str | dict) -> ExperimentConfig:
 
 METHODS = ("joint", "vlae", "lebm", "conditional", "cond_joint", "udiffusion")
 NORMS = ("none", "layer")  # model.norm (read by jebm_lite.models.hierarchical)
+ACTIVATIONS = ("lrelu", "gelu", "silu")  # ebm.activation (built by jebm_lite.models.ebm.make_activation)
 POSTERIORS = ("amortized", "langevin")  # model.posterior of method cond_joint
 
 _PRESETS: dict[str, dict[str, Any]] = {}

@@ -137,20 +137,25 @@ def test_planted_pickle_as_a_checkpoint_and_as_fid_weights_is_refused(tmp_path):
 
 def test_second_writer_is_refused_and_the_first_finishes_consistently(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "toy012_joint", "--profile", "ci", "--out", out, "train.max_steps=200", "train.ckpt_every=50",
-            "train.log_every=10", "train.batch_size=16", "data.subset=128"]
-    first = spawn_cli(*args)
+    args = ["train", "toy012_joint", "--profile", "ci", "--out", out, "train.ckpt_every=50", "train.log_every=10",
+            "train.batch_size=16", "data.subset=128"]
+    first = spawn_cli(*args, "train.max_steps=5000")  # long enough to be running whatever the machine's load
     wait_for_rows(out / "history.jsonl", 20, first)
-    second = run_cli(*args)
+    second = run_cli(*args, "train.max_steps=5000")
     assert second.returncode == 2, second.stderr
     assert f"process {first.pid}" in second.stderr and "another --out" in second.stderr
     assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
-    _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err
+    assert first.poll() is None, "the first writer must keep running"
+    os.kill(first.pid, signal.SIGTERM)  # stop it cleanly (a checkpoint of its last step), then let it finish
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM, err
+    stopped = load_checkpoint(RunDir(out).latest_checkpoint())["step"]
+    done = run_cli(*args, f"train.max_steps={stopped + 20}")
+    assert done.returncode == 0, done.stderr
     rows = [r for r in RunDir(out).read_history() if "event" not in r]
-    assert [r["step"] for r in rows] == list(range(1, 201))  # no row twice, none lost
-    assert RunDir(out).read_result()["steps"] == 200
-    assert load_checkpoint(RunDir(out).latest_checkpoint())["step"] == 200
+    assert [r["step"] for r in rows] == list(range(1, stopped + 21))  # no row twice, none lost
+    assert RunDir(out).read_result()["steps"] == stopped + 20
+    assert not (out / ".lock").exists()
 
 
 def test_stale_lock_does_not_block_a_resume(tmp_path):

@@ -154,7 +154,7 @@ def test_load_results_reads_only_the_files(tmp_path):
 
 def test_cell_config_errors():
     with pytest.raises(ConfigError, match="dataset"):
-        T.cell_config("svhn", "joint", 0, "ci")
+        T.cell_config("cifar", "joint", 0, "ci")
     with pytest.raises(ConfigError, match="method"):
         T.cell_config("mnist", "lebm", 0, "ci")
     assert T.cell_config("fmnist", "vlae", 2, "ci").train.seed == 2

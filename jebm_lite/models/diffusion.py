@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from jebm_lite.models.ebm import make_activation
 from jebm_lite.runtime import ConfigError
 from jebm_lite.uspace import (
     DiffusionSchedule,
@@ -67,7 +68,6 @@ __all__ = [
     "sample_diffusion_prior",
 ]
 
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"silu": nn.SiLU, "gelu": nn.GELU, "lrelu": lambda: nn.LeakyReLU(0.2)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,8 +128,6 @@ class TimeEnergyMLP(nn.Module):
         if in_dim < 1 or T < 1 or nef < 1 or layers < 1:
             raise ConfigError(f"TimeEnergyMLP needs in_dim, T, nef, layers >= 1 (got {in_dim}, {T}, {nef}, {layers}); "
                               "set ebm.nef >= 1 and ebm.layers >= 1")
-        if activation not in _ACTIVATIONS:
-            raise ConfigError(f"Unknown activation {activation!r} (ebm.activation); use one of {', '.join(_ACTIVATIONS)}")
         level_embedding(torch.zeros(1), t_dim)  # validates t_dim
         self.in_dim, self.T, self.nef, self.t_dim = int(in_dim), int(T), int(nef), int(t_dim)
 
@@ -141,7 +139,7 @@ class TimeEnergyMLP(nn.Module):
         self.t_mlp = nn.Sequential(lin(self.t_dim, self.nef), nn.SiLU(), lin(self.nef, self.nef))
         self.hidden = nn.ModuleList([lin(self.nef, self.nef) for _ in range(layers - 1)])
         self.out = lin(self.nef, 1)
-        self.act = _ACTIVATIONS[activation]()
+        self.act = make_activation(activation)
         if zero_init:
             with torch.no_grad():
                 self.out.weight.zero_()

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from jebm_lite.config import ACTIVATIONS
 from jebm_lite.runtime import ConfigError
 
-ACTIVATIONS = ("lrelu", "gelu", "silu")
 
-
-def _activation(name: str) -> nn.Module:
+def make_activation(name: str) -> nn.Module:
+    """The activation module of ``ebm.activation`` (one of :data:`jebm_lite.config.ACTIVATIONS`)."""
     if name == "lrelu":
         return nn.LeakyReLU(0.2)
     if name == "gelu":
@@ -84,7 +84,7 @@ class EnergyMLP(nn.Module):
         mods: list[nn.Module] = []
         width = self.in_dim
         for _ in range(self.n_layers):
-            mods += [linear(width, self.nef), _activation(activation)]
+            mods += [linear(width, self.nef), make_activation(activation)]
             width = self.nef
         mods.append(linear(width, 1))
         self.net = nn.Sequential(*mods)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from jebm_lite import objectives as obj
-from jebm_lite.config import POSTERIORS, ExperimentConfig, config_from_json
+from jebm_lite.config import ExperimentConfig, config_from_json, validate
 from jebm_lite.data import image_shape as dataset_image_shape
 from jebm_lite.models.cond_ebm import LayerEnergies, log_prior_unnorm, sample_prior_eps
 from jebm_lite.models.conditional import CONDITIONAL_DEFAULTS, ConditionalHierarchy
@@ -98,6 +98,7 @@ class HierarchicalLearner(Learner):
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
         super().__init__()
+        validate(cfg)  # the one place config values are checked (also for a cfg changed after get_config)
         self.cfg = cfg
         shape = dataset_image_shape(cfg.data.name)
         self.generator, self.inference = build_hierarchical(cfg.model, shape)
@@ -213,6 +214,7 @@ class LEBMLearner(Learner):
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
         super().__init__()
+        validate(cfg)  # the one place config values are checked (also for a cfg changed after get_config)
         self.cfg = cfg
         shape = dataset_image_shape(cfg.data.name)
         self.generator, _ = build_hierarchical(cfg.model, shape)
@@ -223,8 +225,6 @@ class LEBMLearner(Learner):
             )
         self.z_dims = tuple(self.generator.z_dims)
         self.prior = JointEBMPrior.from_config(self.z_dims, cfg.ebm)
-        if self.prior.energy is None:
-            raise ConfigError("method='lebm' needs an EBM: set ebm.nef > 0")
         self.to(device)
         o = cfg.optim
         self.optimizers = {
@@ -292,6 +292,7 @@ class ConditionalLearner(Learner):
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
         super().__init__()
+        validate(cfg)  # the one place config values are checked (also for a cfg changed after get_config)
         self.cfg = cfg
         shape = dataset_image_shape(cfg.data.name)
         z_dims = cfg.model.z_dims or (48, 40, 32, 24, 16, 8)
@@ -363,6 +364,7 @@ class CondJointLearner(Learner):
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
         super().__init__()
+        validate(cfg)  # the one place config values are checked (also for a cfg changed after get_config)
         self.cfg = cfg
         shape = dataset_image_shape(cfg.data.name)
         if cfg.model.preset not in CONDITIONAL_DEFAULTS:
@@ -370,14 +372,6 @@ class CondJointLearner(Learner):
                 f"method='cond_joint' needs a conditional hierarchy, got model.preset={cfg.model.preset!r}; "
                 f"use model.preset={' or model.preset='.join(CONDITIONAL_DEFAULTS)} (e.g. preset mnist_cond_joint)."
             )
-        if cfg.ebm.nef == 0:
-            raise ConfigError(
-                "method='cond_joint' needs per-layer energies: set ebm.nef > 0 (e.g. ebm.nef=50), or use "
-                "method=conditional for the conditional hierarchy with its Gaussian prior alone."
-            )
-        if cfg.model.posterior not in POSTERIORS:
-            raise ConfigError(f"model.posterior={cfg.model.posterior!r} is not one of {', '.join(POSTERIORS)}; "
-                              "use model.posterior=amortized or model.posterior=langevin.")
         self.model = ConditionalHierarchy.from_config(cfg.model, shape)
         self.z_dims = tuple(self.model.z_dims)
         self.energies = LayerEnergies.from_config(self.z_dims, cfg.ebm)
@@ -599,6 +593,7 @@ class UDiffusionLearner(Learner):
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
         super().__init__()
+        validate(cfg)  # the one place config values are checked (also for a cfg changed after get_config)
         self.cfg = cfg
         dc = cfg.diffusion
         base = load_base_run(cfg, device)
@@ -609,8 +604,6 @@ class UDiffusionLearner(Learner):
         self.z_dims = tuple(self.model.z_dims)
         self.schedule = diffusion_schedule(dc.T)
         e = cfg.ebm
-        if e.nef < 1:
-            raise ConfigError("method='udiffusion' needs energy networks: set ebm.nef >= 1")
         self.prior = DiffusionEBMPrior(self.z_dims, dc.T, e.nef, e.layers, dc.t_dim, e.spectral_norm, e.activation,
                                        dc.zero_init)
         self.to(device)
