@@ -135,3 +135,24 @@ def test_layer_norm_option_reaches_the_networks_and_trains():
     recs = [learner.train_step(x, step)["rec"] for step in range(1, 31)]
     assert all(map(torch.isfinite, map(torch.tensor, recs)))
     assert sum(recs[-5:]) < 0.8 * sum(recs[:5]), recs
+
+
+@pytest.mark.parametrize("name", ["toy012_joint", "toy012_vlae", "toy012_lebm", "mnist_conditional", "mnist_cond_joint"])
+def test_every_learner_with_codes_implements_the_latent_model_protocol(name):
+    """What analyses may call (training/learner.py: LatentModel): codes bottom to top, images of codes, prior
+    samples, with the shapes the protocol promises."""
+    from jebm_lite.training.learner import LatentModel
+
+    torch.manual_seed(0)
+    cfg = get_config(name, profile="ci", overrides=["prior_langevin.steps=2", "posterior_langevin.steps=2"])
+    learner = build_learner(cfg, "cpu")
+    assert isinstance(learner, LatentModel)
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    zs = learner.encode(x)
+    assert [z.shape for z in zs] == [(3, d) for d in learner.z_dims]
+    assert learner.decode(zs).shape == (3, 1, 28, 28)
+    prior = learner.sample_latents(4)
+    assert [z.shape for z in prior] == [(4, d) for d in learner.z_dims]
+    imgs = learner.sample(4)
+    assert imgs.shape == (4, 1, 28, 28) and imgs.min() >= -1 and imgs.max() <= 1
+    assert learner.device == torch.device("cpu")

@@ -324,11 +324,32 @@ class ConditionalLearner(Learner):
             metrics[f"kl/{i + 1}"] = kl.mean().item()
         return metrics
 
+    # -- the LatentModel protocol (what analyses call) ----------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, eps: list[Tensor] | None = None) -> Tensor:
+    def encode(self, x: Tensor, sample: bool = False) -> list[Tensor]:
+        """Per-layer codes of ``x`` bottom to top ``[(B, d_i)]``: the top-down posterior means of q (one draw
+        with ``sample``)."""
+        return self.model.posterior(x, use_mean=not sample)[0]
+
+    @torch.no_grad()
+    def decode(self, zs: list[Tensor]) -> Tensor:
+        """Mean of p(x | z_1): images ``(B, C, H, W)`` in [-1, 1] (only ``zs[0]`` is read)."""
+        return self.model.decode(zs[0])
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, eps: list[Tensor] | None = None) -> list[Tensor]:
+        """Prior samples ``[(n, d_i)]`` bottom to top (the top-down sampler from ``eps`` ~ N(0, I))."""
         if eps is None:
             eps = [torch.randn(n, d, device=self.device) for d in self.z_dims]
-        return self.model.sample(eps)[1]
+        return self.model.top_down(eps)
+
+    @torch.no_grad()
+    def sample(self, n: int, eps: list[Tensor] | None = None) -> Tensor:
+        """Images ``(n, C, H, W)`` in [-1, 1] from the prior."""
+        return self.decode(self.sample_latents(n, eps))
 
 
 class CondJointLearner(Learner):
