@@ -287,7 +287,32 @@ class LEBMLearner(Learner):
         return self.decode(self.sample_latents(n, **kw))
 
 
-class ConditionalLearner(Learner):
+class _ConditionalCodes:
+    """The codes and images of a :class:`ConditionalHierarchy` learner (``self.model``): the LatentModel methods
+    that the conditional learners share."""
+
+    model: ConditionalHierarchy
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, sample: bool = False) -> list[Tensor]:
+        """Per-layer codes of ``x`` bottom to top ``[(B, d_i)]``: the top-down posterior means of q (one draw
+        with ``sample``)."""
+        return self.model.posterior(x, use_mean=not sample)[0]
+
+    @torch.no_grad()
+    def decode(self, zs: list[Tensor]) -> Tensor:
+        """Mean of p(x | z_1): images ``(B, C, H, W)`` in [-1, 1] (only ``zs[0]`` is read)."""
+        return self.model.decode(zs[0])
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+
+class ConditionalLearner(_ConditionalCodes, Learner):
     """LVAE/BIVA-style conditional Gaussian hierarchy trained on its ELBO (with free bits)."""
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str = "cpu"):
@@ -306,10 +331,6 @@ class ConditionalLearner(Learner):
         self.optimizers = {"g": _adam(self.model.parameters(), o.lr_g, o.betas_g, o.weight_decay_g)}
         self.schedulers = {"g": torch.optim.lr_scheduler.ExponentialLR(self.optimizers["g"], gamma=o.lr_decay)}
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def train_step(self, x: Tensor, step: int) -> dict[str, float]:
         loss, parts = self.model.elbo(x, free_bits=self.cfg.model.free_bits)
         opt = self.optimizers["g"]
@@ -324,21 +345,7 @@ class ConditionalLearner(Learner):
             metrics[f"kl/{i + 1}"] = kl.mean().item()
         return metrics
 
-    # -- the LatentModel protocol (what analyses call) ----------------------------------------------
-    @torch.no_grad()
-    def encode(self, x: Tensor, sample: bool = False) -> list[Tensor]:
-        """Per-layer codes of ``x`` bottom to top ``[(B, d_i)]``: the top-down posterior means of q (one draw
-        with ``sample``)."""
-        return self.model.posterior(x, use_mean=not sample)[0]
-
-    @torch.no_grad()
-    def decode(self, zs: list[Tensor]) -> Tensor:
-        """Mean of p(x | z_1): images ``(B, C, H, W)`` in [-1, 1] (only ``zs[0]`` is read)."""
-        return self.model.decode(zs[0])
-
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
-
+    # -- the LatentModel protocol (encode / decode: _ConditionalCodes) ---------------------------------
     @torch.no_grad()
     def sample_latents(self, n: int, eps: list[Tensor] | None = None) -> list[Tensor]:
         """Prior samples ``[(n, d_i)]`` bottom to top (the top-down sampler from ``eps`` ~ N(0, I))."""
@@ -352,7 +359,7 @@ class ConditionalLearner(Learner):
         return self.decode(self.sample_latents(n, eps))
 
 
-class CondJointLearner(Learner):
+class CondJointLearner(_ConditionalCodes, Learner):
     """The CVPR 2023 joint EBM prior on a conditional-Gaussian hierarchy (``method="cond_joint"``).
 
     Prior (poster): ``p(z) ∝ exp(sum_i f_i(z_i)) prod_{i<L} p_beta(z_i | z_{i+1}) N(z_L; 0, I)``, decoder
@@ -413,10 +420,6 @@ class CondJointLearner(Learner):
         if self.posterior_mode == "langevin":
             return [*m.decoder.parameters(), *m.p_features.parameters(), *m.p_heads.parameters()]
         return list(m.parameters())
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     # -- samplers ---------------------------------------------------------------------------------
     def prior_sample(self, n: int, steps: int | None = None, step_size: float | None = None,
@@ -528,16 +531,7 @@ class CondJointLearner(Learner):
         draw with ``sample``); for ``model.posterior="langevin"`` a posterior Langevin sample."""
         if self.posterior_mode == "langevin":
             return list(torch.split(self.langevin_posterior(x, steps=steps).z, list(self.z_dims), dim=1))
-        with torch.no_grad():
-            return self.model.posterior(x, use_mean=not sample)[0]
-
-    @torch.no_grad()
-    def decode(self, zs: list[Tensor]) -> Tensor:
-        """Mean of p(x | z_1): images ``(B, C, H, W)`` in [-1, 1] (only ``zs[0]`` is read)."""
-        return self.model.decode(zs[0])
-
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
+        return super().encode(x, sample)
 
     def sample_latents(self, n: int, steps: int | None = None, step_size: float | None = None) -> list[Tensor]:
         """Joint prior samples ``[(n, d_i)]`` bottom to top (eps-space Langevin from N(0, I))."""
