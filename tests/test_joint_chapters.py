@@ -294,3 +294,19 @@ def test_svhn_row_trains_and_probes_both_priors_on_a_synthetic_svhn_file(tmp_pat
     assert {r["paper"] for r in rows if r["layer"] == 4} == {86.63, 52.14}
     with pytest.raises(ConfigError, match="validation"):
         T.cell_config("svhn", "joint", 0, "ci", validation=True)
+
+
+def test_fig4_record_quantifies_each_layer_for_both_readings(tmp_path, shared_data, monkeypatch):
+    from jebm_lite.experiments import fig4
+
+    monkeypatch.setenv("JEBM_DATA", str(shared_data))
+    rec = fig4.run_cell("mnist", "joint", 0, "ci", results_dir=tmp_path, recipe="ref", n_contexts=4, n_resamples=3,
+                        device="cpu")
+    assert rec["layers"] == 3 and set(rec["readings"]) == {"resample", "swap"}
+    for reading in rec["readings"].values():
+        assert set(reading) == {"z1", "z2", "z3", "all"}
+        for k in ("z1", "z2", "z3"):
+            assert 0.0 <= reading[k]["class_change"] <= 1.0 and reading[k]["pixel_var"] >= 0.0
+        assert abs(reading["all"]["pixel_var_frac"] - 1.0) < 1e-6
+    assert fig4.load_results(tmp_path)[0]["readings"] == rec["readings"]
+    assert fig4.run_cell("mnist", "joint", 0, "ci", results_dir=tmp_path, recipe="ref") == rec  # stored: reused

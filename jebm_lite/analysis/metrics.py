@@ -304,8 +304,10 @@ def digit_classifier(
     subset: int | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
+    dataset: str = "mnist",
 ) -> DigitCNN:
-    """A :class:`DigitCNN` trained on the real MNIST training set, loaded from ``cache`` when it is there.
+    """A :class:`DigitCNN` trained on the real MNIST training set (``dataset="fashion_mnist"``: Fashion-MNIST's,
+    the same network on clothing classes), loaded from ``cache`` when it is there.
 
     The first call trains it (about half a minute per epoch on 2 CPU cores for the full 60 k images) and
     stores the weights in ``cache`` (``None``: never cache); its MNIST **test** accuracy is measured and kept
@@ -329,6 +331,8 @@ def digit_classifier(
 
     dev = get_device(device)
     key = {"epochs": int(epochs), "subset": subset, "seed": int(seed)}
+    if dataset != "mnist":  # MNIST caches written before this option keep their key
+        key["dataset"] = dataset
     if cache is not None and Path(cache).is_file():
         from jebm_lite.io import safe_torch_load
 
@@ -338,9 +342,9 @@ def digit_classifier(
             net.load_state_dict(blob["state_dict"])
             net.test_accuracy = blob["test_accuracy"]
             return net.to(dev).eval()
-    x, y = as_tensors(get_dataset("mnist", "train", root=root, subset=subset), device=dev)
+    x, y = as_tensors(get_dataset(dataset, "train", root=root, subset=subset), device=dev)
     net = train_digit_classifier(x, y, epochs=epochs, seed=seed)
-    xt, yt = as_tensors(get_dataset("mnist", "test", root=root), device=dev)
+    xt, yt = as_tensors(get_dataset(dataset, "test", root=root), device=dev)
     net.test_accuracy = classifier_accuracy(net, xt, yt)
     if cache is not None:
         from jebm_lite.io import atomic_write
