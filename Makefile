@@ -23,13 +23,14 @@ export JEBM_DATA
 
 NBVAL_ARGS := --nbval-lax --nbval-current-env -p no:cacheprovider -n 2 --dist loadfile --nbval-cell-timeout=300
 
-.PHONY: help venv test lint unit notebooks book mathjax browser chromium clean
+.PHONY: help venv test lint unit notebooks book mathjax browser chromium clean gpu-check
 
 help:
 	@echo "make book   build the book into _build/html (installs .venv first if needed)"
 	@echo "make test   ruff, unit tests, notebooks in the ci profile (installs .venv first if needed)"
 	@echo "make browser  open every page of the built book in headless Chromium (after make book)"
 	@echo "make venv   only the install step"
+	@echo "make gpu-check  CUDA tests, CUDA benchmarks and two short full runs (on a GPU machine)"
 	@echo "make clean  remove _build"
 
 venv: $(STAMP)
@@ -102,6 +103,11 @@ chromium:
 browser: venv chromium
 	@test -f _build/html/index.html || { echo "error: no _build/html; run 'make book' first" >&2; exit 1; }
 	JEBM_REQUIRE_BROWSER=1 OMP_NUM_THREADS=1 $(VPY) -m pytest tests/test_browser.py -q
+
+# On a lent GPU machine: the CUDA test cases, the CUDA benchmarks and two short full-profile runs, as JSON in
+# benchmarks/results/gpu-check-<date>/ (a few minutes). Without CUDA: the CPU parts only, exit 0 if they pass.
+gpu-check: venv
+	$(VPY) -m benchmarks.gpu_check
 
 clean:
 	rm -rf _build
