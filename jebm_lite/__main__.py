@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 usage/config/data/checkpoint/file error,
     3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["evaluate"]:  # python -m jebm_lite evaluate RUN_DIR ... (see jebm_lite.evaluate)
+    if argv[:1] == ["evaluate"]:  # python -m jebm_lite evaluate RUN_DIR ... (see jebm_lite.experiments.evaluate)
         from jebm_lite.experiments.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])

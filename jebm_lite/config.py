@@ -40,7 +40,7 @@ class DataConfig:
     download: bool = False  # allowed to download when online
     num_workers: int = 0
     on_device: bool = True  # keep small (MNIST-family) tensors on the training device
-    hold_out: int | None = None  # anomaly detection: the held-out digit (jebm_lite.anomaly); None = off
+    hold_out: int | None = None  # anomaly detection: the held-out digit (jebm_lite.data.anomaly); None = off
 
 
 @dataclass

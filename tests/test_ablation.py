@@ -1,4 +1,4 @@
-"""Tests of jebm_lite.ablation (paper Tabs. 4 and 5 with one training per setting, on MNIST)."""
+"""Tests of jebm_lite.experiments.ablation (paper Tabs. 4 and 5 with one training per setting, on MNIST)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of jebm_lite.anomaly_table (paper Tab. 3 from result files, one training per held-out digit)."""
+"""Tests of jebm_lite.experiments.anomaly_table (paper Tab. 3 from result files, one training per held-out digit)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers added for chapters 2 (conditional hierarchy) and 3 (VLAE): jebm_lite.hierarchy, the per-layer
+"""Helpers added for chapters 2 (conditional hierarchy) and 3 (VLAE): jebm_lite.analysis.hierarchy, the per-layer
 metrics hooks (layer_codes, layer_kl, layerwise_probe), the digit classifier and two viz helpers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of ``python -m jebm_lite.evaluate``: MSE and FID of a tiny ``ci``-profile run of the SVHN stand-in
+"""Tests of ``python -m jebm_lite.experiments.evaluate``: MSE and FID of a tiny ``ci``-profile run of the SVHN stand-in
 (CPU, a small injected feature network instead of Inception), the result files, and the documented errors
 (missing Inception weights offline, not a run directory)."""
 

@@ -1,4 +1,4 @@
-"""Tests of jebm_lite.data.factors (the rendered factor dataset) and jebm_lite.disentangle (MIG, MIG-sup,
+"""Tests of jebm_lite.data.factors (the rendered factor dataset) and jebm_lite.analysis.disentangle (MIG, MIG-sup,
 latent traversals)."""
 
 from __future__ import annotations

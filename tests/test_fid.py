@@ -1,4 +1,4 @@
-"""Tests of jebm_lite.fid: FID through torchmetrics with a small injected feature network, resuming after an
+"""Tests of jebm_lite.analysis.fid: FID through torchmetrics with a small injected feature network, resuming after an
 interruption, the Inception weights lookup (local file, variable, hub cache, offline error), and the
 test-set reconstruction MSE. CPU, no network, no real Inception weights."""
 

@@ -27,7 +27,7 @@ the global RNG seeded per batch.
 
 Example::
 
-    from jebm_lite import fid
+    from jebm_lite.analysis import fid
     res = fid.compute_fid(x_train, learner.sample, n=50_000, run_dir=run.path)  # resumable
     res.fid, res.as_dict()  # also in <run>/results/fid.json
 """
@@ -196,7 +196,7 @@ def feature_metric(extractor: nn.Module, example: Tensor):
 
 
 def digit_features(net: nn.Module) -> nn.Module:
-    """The penultimate layer (64-d) of a :class:`~jebm_lite.metrics.DigitCNN`: (B, 1, 28, 28) -> (B, 64).
+    """The penultimate layer (64-d) of a :class:`~jebm_lite.analysis.metrics.DigitCNN`: (B, 1, 28, 28) -> (B, 64).
 
     With :func:`compute_fid` it gives the MNIST-family "classifier Fréchet distance" (features of a digit
     classifier instead of Inception, which is meaningless on 28 x 28 grey digits).
@@ -473,7 +473,7 @@ def reconstruction_report(
 
     ``reconstruct``: images (B, C, H, W) -> reconstructions, e.g. ``learner.reconstruct`` (from the posterior
     means); ``data``: a tensor (N, C, H, W) in [-1, 1] or a Dataset. Per image it is
-    :func:`jebm_lite.metrics.reconstruction_mse`; returns ``{"mse_01", "mse_pm1", "n"}`` (``mse_pm1`` =
+    :func:`jebm_lite.analysis.metrics.reconstruction_mse`; returns ``{"mse_01", "mse_pm1", "n"}`` (``mse_pm1`` =
     4 ``mse_01``).
     """
     from jebm_lite.analysis.metrics import reconstruction_mse

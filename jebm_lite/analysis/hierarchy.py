@@ -2,18 +2,18 @@
 
 Two kinds of hierarchy appear in the book:
 
-* the **conditional** Gaussian hierarchy (LVAE / BIVA, :class:`~jebm_lite.learners.ConditionalLearner`),
+* the **conditional** Gaussian hierarchy (LVAE / BIVA, :class:`~jebm_lite.training.learners.ConditionalLearner`),
   sampled top-down with explicit noise, ``z_L = eps_L``, ``z_i = mu_i(z_{i+1}) + sigma_i(z_{i+1}) eps_i``;
   its *state* is the list of noises ``eps`` (bottom to top). Redrawing ``eps_i`` changes ``z_i`` and every
   layer below it (paper Fig. 1, Zhao et al. 2017 Fig. 3);
-* the **architectural** hierarchy (VLAE, joint EBM prior, :class:`~jebm_lite.learners.HierarchicalLearner`),
+* the **architectural** hierarchy (VLAE, joint EBM prior, :class:`~jebm_lite.training.learners.HierarchicalLearner`),
   ``h_L = g_L(z_L)``, ``h_i = g_i([z_i, h_{i+1}])`` (paper Eq. 5); its *state* is the list of codes ``zs``.
   Redrawing ``z_i`` changes only what g reads from layer i. With an N(0, I) prior (VLAE) the new code is an
   exact N(0, I) draw; with a joint EBM prior it is a short-run Langevin sample of the conditional
   p_alpha(z_S | z_{-S}) started from N(0, I) (paper Sec. 5.1: "sampling the latent code of one layer while
   keeping other layers fixed").
 
-The CVPR 2023 joint prior on the conditional hierarchy (:class:`~jebm_lite.learners.CondJointLearner`, per-layer
+The CVPR 2023 joint prior on the conditional hierarchy (:class:`~jebm_lite.training.learners.CondJointLearner`, per-layer
 energies ``learner.energies``) keeps the conditional kind's state, the eps list, but its samples and redraws
 are short-run Langevin chains in eps-space (:mod:`jebm_lite.models.cond_ebm`): the prior of the state is
 ``p(eps) ∝ exp(sum_i f_i(T(eps)_i)) N(eps; 0, I)``, not N(0, I). :func:`conditional_resample_stats` measures the
@@ -21,7 +21,7 @@ poster's hierarchical sampling on either conditional learner.
 
 Every function takes the learner and works on either kind. Layer lists are ordered bottom to top; layer
 indices are code indices (0 = z_1, the bottom layer). Images are in [-1, 1]; pixel variances are reported on
-the [0, 1] scale (the scale of :func:`jebm_lite.metrics.reconstruction_mse`).
+the [0, 1] scale (the scale of :func:`jebm_lite.analysis.metrics.reconstruction_mse`).
 """
 
 from __future__ import annotations
@@ -436,7 +436,7 @@ def unit_sweep_stats(
 
     * ``changed``: fraction of sweeps along which the predicted class changes at least once;
     * ``changes``: mean number of class changes between neighbouring images per sweep
-      (:func:`~jebm_lite.metrics.count_label_changes`);
+      (:func:`~jebm_lite.analysis.metrics.count_label_changes`);
     * ``distinct``: mean number of distinct classes per sweep;
     * ``pix_same``: mean absolute pixel change ([0, 1] scale) between neighbours of the **same** class --
       the non-class ("style": stroke, slant, width) variation the unit carries.
@@ -481,7 +481,7 @@ def bottom_layer_gibbs(
     have p_data as its stationary distribution: the layers above z_1 would not be needed to generate data.
 
     Args:
-        learner: a conditional hierarchy (:class:`~jebm_lite.learners.ConditionalLearner`).
+        learner: a conditional hierarchy (:class:`~jebm_lite.training.learners.ConditionalLearner`).
         x0: starting images ``(B, C, H, W)`` in [-1, 1].
         steps: number of Gibbs sweeps T.
         sample_x: draw ``x^(t+1)`` from p(x | z_1) (Bernoulli pixels mapped to {-1, 1}, or Gaussian noise of the

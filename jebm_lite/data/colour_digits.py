@@ -436,7 +436,7 @@ class Ink28(torch.nn.Module):
     luminance of the top and bottom rows (the background), divided by its maximum, mapped to [-1, 1].
     Background and stroke colours and the polarity (light on dark or dark on light) drop out; the digit
     (and neighbour fragments) stay, since the stroke's luminance differs from the background's by at
-    least ``min_contrast``. It puts the stand-in into the input shape of :class:`jebm_lite.metrics.DigitCNN`:
+    least ``min_contrast``. It puts the stand-in into the input shape of :class:`jebm_lite.analysis.metrics.DigitCNN`:
     a stand-in digit classifier is ``train_digit_classifier(Ink28()(x), y)``, applied as ``net(Ink28()(x))``.
     """
 

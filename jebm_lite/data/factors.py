@@ -1,7 +1,7 @@
 """A procedurally rendered image set with known generative factors (dSprites / 3D-shapes-like).
 
 The disentanglement appendix of the paper (Tab. 8, Fig. 11) trains on 3D Shapes (Burgess & Kim 2018)
-and scores the codes with MIG and MIG-sup (:mod:`jebm_lite.disentangle`). This module is a small,
+and scores the codes with MIG and MIG-sup (:mod:`jebm_lite.analysis.disentangle`). This module is a small,
 download-free stand-in: 32x32 RGB images in [-1, 1] of one flat object on a plain background, with
 seven independent factors (default number of values in brackets)::
 

@@ -5,11 +5,11 @@ training and sampling (CelebA-64: 15, 30, 60, 150, 300), Tab. 5 the hidden width
 (SVHN: 0, 10, 20, 50, 100; nef = 0 is "no EBM", i.e. the Gaussian prior of VLAE). Here the same two sweeps
 run on the book's MNIST joint model (preset ``mnist_joint``, three 2-D layers), one training per setting,
 each scored by the **classifier Fréchet distance** of chapter 7: the Fréchet distance between Gaussians
-fitted to the 64-d penultimate features of the book's digit classifier (:func:`~jebm_lite.metrics.
-digit_classifier`, :func:`~jebm_lite.fid.digit_features`) for ``n`` samples against the 10 000 MNIST test
+fitted to the 64-d penultimate features of the book's digit classifier (:func:`~jebm_lite.analysis.metrics.
+digit_classifier`, :func:`~jebm_lite.analysis.fid.digit_features`) for ``n`` samples against the 10 000 MNIST test
 images. It ranks our own settings; it is **not** Inception FID and is never compared with the paper's
 numbers. With ``metric="inception"`` (the default of the ``full`` profile, for a GPU) the same sweep is
-scored with Inception FID instead (:func:`~jebm_lite.fid.inception_metric`: torch-fidelity's Inception-v3,
+scored with Inception FID instead (:func:`~jebm_lite.analysis.fid.inception_metric`: torch-fidelity's Inception-v3,
 from a local weights file or downloaded; the weights are checked **before** any training, so a missing
 file costs nothing). Its records go to ``..._inception.json`` beside the classifier ones.
 
@@ -23,8 +23,8 @@ provenance; :func:`load_results` / :func:`table_markdown` build the tables from 
 
 Command line (run from ``notebooks/``; finished settings are skipped)::
 
-    python -m jebm_lite.ablation --profile cpu --nef 0 10 20 50 100 --steps 15 30 60 150 300
-    python -m jebm_lite.ablation --profile full --metric inception --n 10000   # GPU; Inception weights
+    python -m jebm_lite.experiments.ablation --profile cpu --nef 0 10 20 50 100 --steps 15 30 60 150 300
+    python -m jebm_lite.experiments.ablation --profile full --metric inception --n 10000   # GPU; Inception weights
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def run_setting(
 ) -> dict[str, Any]:
     """Train (or load) one setting, score its samples with the classifier Fréchet distance (or Inception
     FID: ``metric="inception"``, the ``full`` profile's default; ``weights_path`` as in
-    :func:`~jebm_lite.fid.resolve_weights`), write the record.
+    :func:`~jebm_lite.analysis.fid.resolve_weights`), write the record.
 
     Samples are drawn with the setting's own k (the trained number of prior steps). In the ``ci`` profile
     the record is written only when ``results_dir`` is given (tests pass a temporary folder).
@@ -122,7 +122,7 @@ def run_setting(
         ``{"setting", "value", "seed", "profile", "classifier_fd", "floor_fd", "n", "n_real",
         "train_steps", "train_time_s", "eval_wall_s", "run_dir", "device", "torch", "commit", "date",
         "config"}`` (``"inception_fid"`` in place of ``"classifier_fd"`` for Inception); a setting whose
-        training diverges (:class:`~jebm_lite.trainer.TrainingDiverged`) gives
+        training diverges (:class:`~jebm_lite.training.trainer.TrainingDiverged`) gives
         ``"classifier_fd": None`` and ``"diverged": {"step", "message"}`` (stored, so it is not retrained).
     """
     from jebm_lite.analysis import fid
@@ -223,7 +223,7 @@ def table_markdown(records: Sequence[dict[str, Any]], setting: str, metric: str 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jebm_lite.ablation",
+    p = argparse.ArgumentParser(prog="python -m jebm_lite.experiments.ablation",
                                 description="Paper Tabs. 4 and 5 on MNIST, one training per setting.")
     p.add_argument("--nef", nargs="*", type=int, default=[0, 10, 20, 50, 100])
     p.add_argument("--steps", nargs="*", type=int, default=[15, 30, 60, 150, 300])

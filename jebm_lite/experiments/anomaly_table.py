@@ -2,7 +2,7 @@
 
 One *cell* is (method, held-out digit): train the preset ``mnist_anomaly_<method>`` on the anomaly split
 of :func:`jebm_lite.data.anomaly.anomaly_split` (``data.hold_out=<digit>``), then score the newest ``last``
-checkpoints with the log-joint decision function (:func:`jebm_lite.anomaly.evaluate_checkpoints`, Sec. 5.4)
+checkpoints with the log-joint decision function (:func:`jebm_lite.analysis.anomaly.evaluate_checkpoints`, Sec. 5.4)
 and report the AUPRC as mean ± std over those checkpoints (the paper: over the last 10 epochs).
 
 The book's budget is **reduced**: ``steps`` training iterations (default 1 500, about three epochs of the
@@ -16,7 +16,7 @@ diverges is stored as such (``"diverged": {"step", "message"}``) and is not retr
 
 Command line (from ``notebooks/``; finished cells are skipped, runs that exist are loaded)::
 
-    python -m jebm_lite.anomaly_table --profile cpu --digits 1 4 5 7 9 --methods joint vlae lebm
+    python -m jebm_lite.experiments.anomaly_table --profile cpu --digits 1 4 5 7 9 --methods joint vlae lebm
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def summary(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jebm_lite.anomaly_table",
+    p = argparse.ArgumentParser(prog="python -m jebm_lite.experiments.anomaly_table",
                                 description="Paper Tab. 3 (MNIST anomaly detection), one training per cell.")
     p.add_argument("--digits", nargs="+", type=int, default=list(DIGITS))
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))

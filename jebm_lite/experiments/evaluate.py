@@ -2,19 +2,19 @@
 
 Command line (one run directory per call; results land in ``RUN_DIR/results/``)::
 
-    python -m jebm_lite.evaluate RUN_DIR --mse --fid [--n 50000] [--langevin-steps K] [--langevin-step-size S]
+    python -m jebm_lite.experiments.evaluate RUN_DIR --mse --fid [--n 50000] [--langevin-steps K] [--langevin-step-size S]
 
 The protocol (``book/full_scale.md`` explains each choice):
 
 * **MSE** (``--mse``): per-pixel mean squared error of ``g(mu_phi(x))`` (reconstruction from the posterior
   **means**) over the whole **test** split of the run's data set (``--mse-split``; SVHN ``test``, CelebA-64
   ``test``), on the [0, 1] scale *and* the [-1, 1] scale (4x); written to ``results/mse.json``
-  (:func:`jebm_lite.fid.reconstruction_report`).
+  (:func:`jebm_lite.analysis.fid.reconstruction_report`).
 * **FID** (``--fid``): ``--n`` (default 50 000) prior samples (Langevin from N(0, I), paper Eq. 14, with the
   run's training settings unless ``--langevin-steps`` / ``--langevin-step-size`` say otherwise) against
   ``--n-real`` (default ``--n``) images of the run's **training** data (``data.name`` / ``data.split`` of its
   config: SVHN-extra for the SVHN presets, as in ``hre:train_fid.py``), drawn without replacement, both
-  quantised to uint8, torchmetrics' Inception-v3 (:func:`jebm_lite.fid.compute_fid`, resumable: an
+  quantised to uint8, torchmetrics' Inception-v3 (:func:`jebm_lite.analysis.fid.compute_fid`, resumable: an
   interrupted call continues from ``results/<name>.state.pt``); written to ``results/<name>.json``.
 
 The networks are put in eval mode (spectral-norm weights fixed during sampling). Exit status: 0 ok, 2 a
@@ -22,7 +22,7 @@ usage / data / checkpoint / missing-FID-weights error (the message says what to 
 
 Python::
 
-    from jebm_lite.evaluate import evaluate
+    from jebm_lite.experiments.evaluate import evaluate
     out = evaluate("runs/svhn5_joint-full", mse=True, fid=True)   # {"mse": {...}, "fid": {...}}
 """
 
@@ -82,7 +82,7 @@ def evaluate(
         mse_split: the split whose images are reconstructed (default ``test``); ``mse_n``: only its first
             ``mse_n`` images (default all).
         langevin_steps, langevin_step_size: test-time prior Langevin (default: the run's ``prior_langevin``).
-        weights_path: the Inception weights file (see :func:`jebm_lite.fid.resolve_weights`).
+        weights_path: the Inception weights file (see :func:`jebm_lite.analysis.fid.resolve_weights`).
         extractor: a feature network instead of Inception (tests; a classifier-feature distance).
         name: the result name for FID (default ``fid`` or ``fid_k<steps>_s<step size>`` when the test-time
             Langevin differs from training).
@@ -143,7 +143,7 @@ def evaluate(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jebm_lite.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jebm_lite.experiments.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a run directory (config.json + checkpoints/)")
     p.add_argument("--mse", action="store_true", help="test-set reconstruction MSE (both scales)")
     p.add_argument("--fid", action="store_true", help="FID of prior samples against training images")

@@ -2,12 +2,12 @@
 
 Protocol (paper Sec. 5.1; ``reference-implementations.md`` Sec. 1.9): train the model, infer the codes of
 every training and test image with the inference network (the posterior **means** mu_i, for
-determinism), fit one classifier per layer (Linear -> 256 -> ReLU -> Linear, :func:`~jebm_lite.metrics.
+determinism), fit one classifier per layer (Linear -> 256 -> ReLU -> Linear, :func:`~jebm_lite.analysis.metrics.
 latent_probe`) on the training codes of that layer, report its test accuracy. The baseline is VLAE with the
 same generator and inference networks (the preset ``<data>_vlae``: the same config with ``ebm.nef = 0``).
 
 One call of :func:`run_cell` = one (dataset, method, seed, profile) cell: it loads the finished run or
-trains it (:func:`~jebm_lite.runs.run_experiment`), probes it and writes one JSON result file
+trains it (:func:`~jebm_lite.training.load.run_experiment`), probes it and writes one JSON result file
 ``<results>/<dataset>_<method>_seed<k>_<profile>.json`` (atomically) holding the accuracies and the
 provenance (profile, device, torch version, commit, training steps and wall time). :func:`load_results`
 and :func:`summarise` build the table from those files only; nothing in the table is typed in except the
@@ -144,7 +144,7 @@ def run_cell(
     Returns:
         ``{"dataset", "method", "seed", "profile", "accuracy": [% per layer, bottom to top],
         "train_accuracy", "config", "train_steps", "train_wall_s", "probe_wall_s", "device", "torch",
-        "commit", "date"}``. A run that diverges (:class:`~jebm_lite.trainer.TrainingDiverged`) is a result
+        "commit", "date"}``. A run that diverges (:class:`~jebm_lite.training.trainer.TrainingDiverged`) is a result
         too: its record has ``"accuracy": None`` and ``"diverged": {"step", "message"}``, :func:`summarise`
         counts it apart, and the stored record keeps a rerun from training it again.
     """
@@ -318,7 +318,7 @@ def select_setting(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jebm_lite.latent_table", description="Paper Tab. 1, cell by cell.")
+    p = argparse.ArgumentParser(prog="python -m jebm_lite.experiments.latent_table", description="Paper Tab. 1, cell by cell.")
     p.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(DATASETS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

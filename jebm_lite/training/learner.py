@@ -67,7 +67,7 @@ class Learner(nn.Module):
         """Do all updates for one batch ``x: (B, C, H, W)`` (iteration ``step``, counted from 1) and
         return scalar metrics as Python floats (``"energy/..."`` ones are checked for explosion).
 
-        Abstract: every learner in :mod:`jebm_lite.learners` implements it."""
+        Abstract: every learner in :mod:`jebm_lite.training.learners` implements it."""
         raise NotImplementedError
 
     def on_epoch_end(self, epoch: int) -> None:

@@ -9,7 +9,7 @@
 | ``cond_joint`` | the conditional hierarchy + one EBM per layer (CVPR 2023) | ``amortized``: q + eps-space prior Langevin, one loss; ``langevin``: posterior + prior Langevin (hje) |
 | ``udiffusion`` | a frozen finished ``conditional`` run + one f_i(z_i, t) per layer (ICML 2024) | DRL in u-space, recovery Langevin (``jebm_lite.models.diffusion``) |
 
-The :class:`~jebm_lite.trainer.Trainer` calls ``train_step`` once per batch; chapters call
+The :class:`~jebm_lite.training.trainer.Trainer` calls ``train_step`` once per batch; chapters call
 ``encode`` / ``sample`` / ``reconstruct`` on a trained learner.
 """
 

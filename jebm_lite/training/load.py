@@ -41,7 +41,7 @@ def load_learner(
 
     Args:
         run_dir_or_ckpt: a run directory (its newest checkpoint is used) or one ``step_*.pt`` file.
-        build_learner: ``build_learner(cfg, device) -> Learner``, e.g. ``jebm_lite.learners.build_learner``.
+        build_learner: ``build_learner(cfg, device) -> Learner``, e.g. ``jebm_lite.training.learners.build_learner``.
         device: where to put the learner (default: the config's ``train.device``, else the default).
         cfg: the config to build with; it must agree with the checkpoint's (up to
             :data:`RESUMABLE_KEYS`). Default: the checkpoint's own config.
@@ -91,7 +91,7 @@ def load_or_train(
 
     A finished run (``result.json`` present) is loaded: a learner is built with ``build_learner`` and
     the final checkpoint is loaded into it, strictly. Anything else is trained with
-    :class:`~jebm_lite.trainer.Trainer` (a partial run resumes from its newest good checkpoint) and
+    :class:`~jebm_lite.training.trainer.Trainer` (a partial run resumes from its newest good checkpoint) and
     ``result.json`` is written: ``{"finished": true, "steps", "wall_time_s", "device", "torch",
     "profile", "seed", ...}``.
 
@@ -99,7 +99,7 @@ def load_or_train(
         cfg: the experiment config.
         run_dir: the run directory.
         build_learner: ``build_learner(cfg, device) -> Learner``.
-        data: images, a ``(N, C, H, W)`` tensor or a Dataset (see :class:`~jebm_lite.trainer.Trainer`).
+        data: images, a ``(N, C, H, W)`` tensor or a Dataset (see :class:`~jebm_lite.training.trainer.Trainer`).
         device: the device (default: ``cfg.train.device`` or the default device).
         force_train: train even if a finished run could be loaded. A finished run is never
             overwritten, so this raises :class:`ConfigError` for a finished directory.

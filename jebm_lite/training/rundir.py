@@ -113,7 +113,7 @@ def stored_record(path: str | Path, cfg: ExperimentConfig) -> dict | None:
 
 
 def diverged_info(err: Exception) -> dict[str, Any]:
-    """``{"step", "message"}`` of a :class:`~jebm_lite.trainer.TrainingDiverged`: a diverged training is a
+    """``{"step", "message"}`` of a :class:`~jebm_lite.training.trainer.TrainingDiverged`: a diverged training is a
     result too (stored, so that tables show it and a rerun does not train it again)."""
     return {"step": getattr(err, "step", None), "message": str(err).split(". ")[0]}
 

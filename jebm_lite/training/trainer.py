@@ -125,14 +125,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         tag = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
             f"{path} is not a jebm_lite checkpoint (format {tag!r}, expected {CKPT_FORMAT!r}). "
-            "Delete or move it, or point to a step_*.pt written by jebm_lite.trainer."
+            "Delete or move it, or point to a step_*.pt written by jebm_lite.training.trainer."
         )
     return ckpt
 
 
 def check_config(ckpt: dict, cfg: ExperimentConfig, path: str | Path) -> None:
     """Raise :class:`CheckpointError` if the checkpoint's config differs from ``cfg`` outside
-    :data:`jebm_lite.runs.RESUMABLE_KEYS`."""
+    :data:`jebm_lite.training.rundir.RESUMABLE_KEYS`."""
     diffs = config_diff(ckpt["config"], cfg)
     if diffs:
         raise CheckpointError(
