@@ -310,3 +310,19 @@ def test_fig4_record_quantifies_each_layer_for_both_readings(tmp_path, shared_da
         assert abs(reading["all"]["pixel_var_frac"] - 1.0) < 1e-6
     assert fig4.load_results(tmp_path)[0]["readings"] == rec["readings"]
     assert fig4.run_cell("mnist", "joint", 0, "ci", results_dir=tmp_path, recipe="ref") == rec  # stored: reused
+
+
+def test_paired_differences_pair_seeds_and_give_a_t_interval():
+    def rec(method, seed, acc, ds="mnist"):
+        return {"dataset": ds, "method": method, "seed": seed, "accuracy": acc}
+
+    recs = [rec("joint", 0, [30.0, 50.0, 70.0]), rec("vlae", 0, [31.0, 45.0, 60.0]),
+            rec("joint", 1, [32.0, 52.0, 66.0]), rec("vlae", 1, [30.0, 50.0, 62.0]),
+            rec("joint", 2, [31.0, 51.0, 68.0]), rec("vlae", 2, None),  # diverged: seed 2 is not paired
+            rec("joint", 3, [30.0, 50.0, 64.0])]  # no VLAE partner
+    rows = {r["layer"]: r for r in T.paired_differences(recs)}
+    assert rows[3]["seeds"] == [0, 1] and rows[3]["diffs"] == [10.0, 4.0] and rows[3]["mean"] == 7.0
+    half = 12.706204736174707 * (18.0 ** 0.5) / 2 ** 0.5  # t(0.975, 1) * sd / sqrt(n), sd = sqrt(18)
+    assert rows[3]["ci_low"] == pytest.approx(7.0 - half) and rows[3]["ci_high"] == pytest.approx(7.0 + half)
+    one = T.paired_differences(recs[:2])
+    assert one[0]["ci_low"] is None and one[0]["diffs"] == [-1.0]

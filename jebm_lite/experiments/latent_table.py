@@ -223,6 +223,40 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def paired_differences(records: Iterable[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
+    """Joint minus VLAE per seed and layer, for the seeds where both finished, with a t confidence interval.
+
+    The two priors of a seed share the seed (the same batch order, the same start of the RNG stream), so the
+    per-seed difference removes the seed-to-seed variation that both share. Returns one row per (dataset,
+    layer): ``{"dataset", "layer", "diffs" (per seed, percentage points), "seeds", "mean", "ci_low",
+    "ci_high", "level"}`` (``ci_*`` None with fewer than 2 seeds).
+    """
+    from scipy import stats
+
+    by: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for r in records:
+        if r.get("accuracy") is not None:
+            by.setdefault((r["dataset"], r["seed"]), {})[r["method"]] = r["accuracy"]
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for (ds, seed), acc in sorted(by.items()):
+        if "joint" not in acc or "vlae" not in acc:
+            continue
+        for i, (a, b) in enumerate(zip(acc["joint"], acc["vlae"])):
+            row = rows.setdefault((ds, i + 1), {"dataset": ds, "layer": i + 1, "diffs": [], "seeds": []})
+            row["diffs"].append(a - b)
+            row["seeds"].append(seed)
+    out = []
+    for row in rows.values():
+        d = row["diffs"]
+        m = statistics.fmean(d)
+        lo = hi = None
+        if len(d) > 1:
+            half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
+            lo, hi = m - half, m + half
+        out.append({**row, "mean": m, "ci_low": lo, "ci_high": hi, "level": level})
+    return out
+
+
 def strictly_rising(acc: Sequence[float]) -> bool:
     """True if per-layer accuracies (bottom to top, e.g. one record's ``accuracy``) increase strictly."""
     return len(acc) > 1 and all(b > a for a, b in zip(acc, acc[1:]))
