@@ -12,12 +12,14 @@ The bottom of the package (it imports nothing from ``jebm_lite`` but :mod:`jebm_
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 import tempfile
@@ -272,7 +274,7 @@ class RunLock:
             if {p.name for p in self.dir.iterdir()} <= {".lock"}:
                 self.path.unlink(missing_ok=True)
                 self.dir.rmdir()
-        except OSError:
+        except OSError:  # someone wrote into it meanwhile (or it is gone): then it is not ours to remove
             pass
 
     def __enter__(self) -> RunLock:
@@ -317,8 +319,6 @@ _temp_root: Path | None = None
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -345,7 +345,5 @@ def temp_dir(prefix: str) -> Path:
     if _temp_root is None or not _temp_root.is_dir():
         clean_temp_roots()
         _temp_root = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
-        import atexit
-
         atexit.register(_remove_tree, _temp_root)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=_temp_root))

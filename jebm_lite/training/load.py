@@ -20,7 +20,6 @@ from jebm_lite.data.anomaly import anomaly_training_data
 from jebm_lite.io import RunLock, temp_dir
 from jebm_lite.runtime import CheckpointError, ConfigError, device_name, get_device, seed_everything
 from jebm_lite.training import archive, distributed
-from jebm_lite.training.archive import is_published, runs_url
 from jebm_lite.training.learner import Learner
 from jebm_lite.training.learners import build_learner
 from jebm_lite.training.rundir import RunDir, config_diff, format_diff
@@ -195,8 +194,8 @@ def run_experiment(
     if run_dir is None:
         run_dir = temp_dir(f"{cfg.name}-ci-") if cfg.profile == "ci" else default_run_dir(cfg)
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if (cfg.profile != "ci" and not rd.is_finished() and not rd.checkpoints() and runs_url() is not None
-            and is_published(rd.path.name)):  # a published pretrained run: load it instead of training
+    if cfg.profile != "ci" and not rd.is_finished() and not rd.checkpoints() and archive.is_published(rd.path.name):
+        # a published pretrained run ($JEBM_RUNS_URL): load it instead of training
         archive.fetch(rd.path.name, rd.path.parent)
     data = None if rd.is_finished() else training_data(cfg, device)
     learner, history = load_or_train(cfg, rd, build_learner, data, device=device, resume=resume)
