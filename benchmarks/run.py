@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/run.py` works too
 from jebm_lite.config import get_config  # noqa: E402
 from jebm_lite.models.ebm import JointEBMPrior  # noqa: E402
 from jebm_lite.models.hierarchical import PRESETS as MODEL_PRESETS  # noqa: E402
-from jebm_lite.runtime import git_commit  # noqa: E402
+from jebm_lite.runtime import bf16_native, git_commit  # noqa: E402
 from jebm_lite.sampling import sample_prior, use_fast_path  # noqa: E402
 
 TRAIN_PRESETS = ("toy012_joint", "mnist_joint", "svhn4_joint", "svhn5_joint", "celeba64_joint")
@@ -156,35 +156,59 @@ def bench_langevin(preset: str, chains: int, steps: int, device: torch.device, w
     return rec
 
 
+#: Variants of a whole training iteration, each ``(prior chain on the fast path?, config overrides)``.
+#: ``plain``: autograd chain, per-tensor Adam, float32 (the path before any speed-up); ``fast``: the
+#: hand-derived chain gradient (the baseline of issue 23's ratios); ``fused``: + Adam's fused kernel;
+#: ``bf16``: + bfloat16 autocast of the generator and inference networks (where native, else float32).
+TRAIN_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "plain": (False, {"optim.fused": False, "train.amp_bf16": False}),
+    "fast": (True, {"optim.fused": False, "train.amp_bf16": False}),
+    "fused": (True, {"optim.fused": True, "train.amp_bf16": False}),
+    "bf16": (True, {"optim.fused": True, "train.amp_bf16": True}),
+}
+
+
 def bench_train_step(preset: str, batch: int, device: torch.device, warmup: int, repeats: int,
-                     steps: int | None = None) -> dict:
-    """Images/s of ``learner.train_step`` for ``preset`` (prior chains plain and fast, interleaved)."""
+                     steps: int | None = None, variants: tuple[str, ...] = tuple(TRAIN_VARIANTS)) -> dict:
+    """Images/s of ``learner.train_step`` for ``preset`` in each of ``variants`` (:data:`TRAIN_VARIANTS`),
+    interleaved; every variant's learner starts from the same weights. ``ratio``: plain / fast;
+    ``speedup_vs_fast``: fast time / variant time."""
     from jebm_lite.data import image_shape
     from jebm_lite.training.learners import build_learner
 
-    overrides: dict[str, Any] = {"train.batch_size": batch}
+    base: dict[str, Any] = {"train.batch_size": batch}
     if steps is not None:
-        overrides["prior_langevin.steps"] = steps
-    cfg = get_config(preset, profile="full", overrides=overrides)
-    torch.manual_seed(0)
-    learner = build_learner(cfg, device)
-    x = torch.rand(batch, *image_shape(cfg.data.name), device=device) * 2 - 1
+        base["prior_langevin.steps"] = steps
+    learners, fns = {}, {}
+    x = None
     counter = iter(range(1, 10**9))
+    for name in variants:
+        fast, over = TRAIN_VARIANTS[name]
+        cfg = get_config(preset, profile="full", overrides={**base, **over})
+        torch.manual_seed(0)
+        learners[name] = build_learner(cfg, device)
+        if x is None:
+            x = torch.rand(batch, *image_shape(cfg.data.name), device=device) * 2 - 1
 
-    def step(fast: bool) -> None:
-        with use_fast_path(fast):
-            learner.train_step(x, next(counter))
+        def step(lrn=learners[name], fast=fast, x=x) -> None:
+            with use_fast_path(fast):
+                lrn.train_step(x, next(counter))
 
-    fns = {"plain": lambda: step(False), "fast": lambda: step(True)}
+        fns[name] = step
     t = time_calls(fns, device, warmup, repeats)
+    first = learners[variants[0]]
     rec = {
-        "preset": preset, "batch": batch, "prior_langevin_steps": cfg.prior_langevin.steps,
+        "preset": preset, "batch": batch, "prior_langevin_steps": first.cfg.prior_langevin.steps,
         "image_shape": list(x.shape[1:]), "warmup": warmup, "repeats": repeats,
-        "params": sum(p.numel() for p in learner.parameters()),
+        "params": sum(p.numel() for p in first.parameters()), "variants": list(variants),
+        "bf16_native": bf16_native(device),
     }
     for k in fns:
         rec[k] = {**t[k], "images_per_s": batch / t[k]["median_s"]}
-    rec["ratio"] = t["plain"]["median_s"] / t["fast"]["median_s"]
+    if "plain" in fns and "fast" in fns:
+        rec["ratio"] = t["plain"]["median_s"] / t["fast"]["median_s"]
+    if "fast" in fns:
+        rec["speedup_vs_fast"] = {k: t["fast"]["median_s"] / t[k]["median_s"] for k in fns}
     return rec
 
 
@@ -213,6 +237,46 @@ def profile_chain(preset: str, chains: int, steps: int, device: torch.device, ro
     return out
 
 
+def profile_train_step(preset: str, batch: int, device: torch.device, variant: str = "fast", iters: int = 3,
+                       rows: int = 12) -> dict:
+    """Where one training iteration's time goes: CPU time per phase (the ``jebm/<phase>`` ranges of
+    :meth:`HierarchicalLearner.train_step`: posterior, generator, loss, g_backward, g_adam, prior_chain,
+    ebm_step) and the top operators by self time, over ``iters`` iterations after two warm-up ones."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from jebm_lite.data import image_shape
+    from jebm_lite.training.learners import build_learner
+
+    fast, over = TRAIN_VARIANTS[variant]
+    cfg = get_config(preset, profile="full", overrides={"train.batch_size": batch, **over})
+    torch.manual_seed(0)
+    learner = build_learner(cfg, device)
+    x = torch.rand(batch, *image_shape(cfg.data.name), device=device) * 2 - 1
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with use_fast_path(fast):
+        for i in range(2):
+            learner.train_step(x, i + 1)
+        _sync(device)
+        t0 = time.perf_counter()
+        with profile(activities=acts) as prof:
+            for i in range(iters):
+                learner.train_step(x, 10 + i)
+            _sync(device)
+        wall = (time.perf_counter() - t0) / iters
+    events = prof.key_averages()
+    phases = {e.key.split("/", 1)[1]: e.cpu_time_total / 1e3 / iters for e in events if e.key.startswith("jebm/")}
+    ops = sorted((e for e in events if not e.key.startswith("jebm/")), key=lambda e: e.self_cpu_time_total,
+                 reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1.0
+    return {
+        "preset": preset, "batch": batch, "variant": variant, "iters": iters,
+        "ms_per_iter_under_profiler": wall * 1e3,
+        "phases_ms": {k: round(v, 3) for k, v in sorted(phases.items(), key=lambda kv: -kv[1])},
+        "ops": [{"op": e.key, "calls": e.count // iters, "self_ms": round(e.self_cpu_time_total / 1e3 / iters, 3),
+                 "share": round(e.self_cpu_time_total / total, 4)} for e in ops[:rows]],
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # output
 # ----------------------------------------------------------------------------------------------
@@ -227,12 +291,16 @@ def markdown(result: dict) -> str:
         "",
     ]
     if result["train_step"]:
-        lines += ["| preset | batch | Langevin steps | plain img/s | fast img/s | fast / plain | repeats |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        names = [v for v in TRAIN_VARIANTS if any(v in r for r in result["train_step"])]
+        lines += ["| preset | batch | Langevin steps | " + " | ".join(f"{v} img/s" for v in names)
+                  + " | " + " | ".join(f"{v} speed vs fast" for v in names if v != "fast") + " | repeats |",
+                  "|---|---:|---:|" + "---:|" * (2 * len(names) - ("fast" in names)) + "---:|"]
         for r in result["train_step"]:
-            lines.append(f"| {r['preset']} | {r['batch']} | {r['prior_langevin_steps']} | "
-                         f"{r['plain']['images_per_s']:.1f} | {r['fast']['images_per_s']:.1f} | "
-                         f"{r['ratio']:.2f}x | {r['repeats']} |")
+            sp = r.get("speedup_vs_fast", {})
+            cells = [f"{r[v]['images_per_s']:.1f}" if v in r else "" for v in names]
+            ratios = [f"{sp[v]:.2f}x" if v in sp else "" for v in names if v != "fast"]
+            lines.append(f"| {r['preset']} | {r['batch']} | {r['prior_langevin_steps']} | " + " | ".join(cells)
+                         + " | " + " | ".join(ratios) + f" | {r['repeats']} |")
         lines.append("")
     if result["langevin"]:
         lines += ["| EBM (preset) | chains | steps | plain chain-steps/s | fast chain-steps/s | fast / plain | "
@@ -272,9 +340,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2; --quick 1)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls (default 5 chains / 3 steps; --quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--variants", default=None,
+                    help=f"comma-separated train_step variants (default: all of {', '.join(TRAIN_VARIANTS)})")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-langevin", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="also profile one plain and one fast chain")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one plain and one fast chain, and training iterations by phase and operator")
+    ap.add_argument("--profile-presets", default="mnist_joint,svhn4_joint",
+                    help="presets whose iteration --profile breaks down (fast and bf16 variants)")
     return ap.parse_args(argv)
 
 
@@ -297,6 +370,10 @@ def main(argv: list[str] | None = None) -> dict:
     rep_chain = a.repeats or (1 if q else 5)
     rep_train = a.repeats or (1 if q else 3)
     train_steps = a.train_steps if a.train_steps is not None else (5 if q else None)
+    variants = tuple(a.variants.split(",")) if a.variants else tuple(TRAIN_VARIANTS)
+    unknown = [v for v in variants if v not in TRAIN_VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; use some of {', '.join(TRAIN_VARIANTS)}")
 
     result: dict[str, Any] = {
         "schema": SCHEMA,
@@ -321,14 +398,20 @@ def main(argv: list[str] | None = None) -> dict:
             b = large_batch if p in LARGE else batch
             r = max(1, rep_train - 1) if (p in LARGE and device.type == "cpu" and not a.repeats) else rep_train
             w = min(warmup, 1) if (p in LARGE and device.type == "cpu") else warmup
-            rec = bench_train_step(p, b, device, w, r, steps=train_steps)
+            rec = bench_train_step(p, b, device, w, r, steps=train_steps, variants=variants)
             result["train_step"].append(rec)
-            print(f"train_step {p} batch {b}: plain {rec['plain']['images_per_s']:.1f} img/s, "
-                  f"fast {rec['fast']['images_per_s']:.1f} img/s ({rec['ratio']:.2f}x)", flush=True)
+            print(f"train_step {p} batch {b}: " + ", ".join(
+                f"{v} {rec[v]['images_per_s']:.1f} img/s" for v in rec["variants"]), flush=True)
     if a.profile:
         result["profile"] = profile_chain(chain_presets[0], chains[0], steps[0], device)
         for k in ("plain", "fast"):
             print(f"\nprofile, {k} chain ({chains[0]} chains x {steps[0]} steps):\n{result['profile'][k]['table']}")
+        result["profile_train"] = []
+        for p in a.profile_presets.split(","):
+            for v in ("fast", "bf16"):
+                rec = profile_train_step(p, large_batch if p in LARGE else batch, device, v, iters=1 if q else 3)
+                result["profile_train"].append(rec)
+                print(f"\nprofile, {p} iteration ({v}), ms per iteration by phase: {rec['phases_ms']}")
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     if hasattr(os, "getloadavg"):
         result["environment"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -101,6 +101,7 @@ class OptimConfig:
     weight_decay_e: float = 0.0
     lr_decay: float = 0.998  # ExponentialLR gamma, applied once per epoch
     grad_clip: float | None = None
+    fused: bool = True  # Adam's fused kernel where it applies (same update up to rounding; False: per-tensor loop)
 
 
 @dataclass
@@ -112,7 +113,7 @@ class TrainConfig:
     seed: int = 1234
     deterministic: bool = False
     device: str | None = None  # None: CUDA if available, else CPU
-    amp_bf16: bool = False  # autocast generator / inference networks on CUDA
+    amp_bf16: bool = False  # bf16 autocast of generator / inference nets where native (CUDA, CPUs with avx512_bf16/amx)
     log_every: int = 50
     ckpt_every: int = 500
     keep_ckpts: int = 3

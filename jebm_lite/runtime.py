@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import os
 import platform
 import random
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -82,6 +84,58 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
             f"use device='cpu' (or unset {DEVICE_ENV})."
         )
     return dev
+
+
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=4)
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags the kernel reports (Linux ``/proc/cpuinfo``); empty where unreadable."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def bf16_native(device: torch.device | str, flags: frozenset[str] | None = None) -> bool:
+    """Does ``device`` compute bfloat16 matrix products natively (so that bf16 autocast is faster, not
+    emulated)? CUDA: :func:`torch.cuda.is_bf16_supported`. CPU: the ``avx512_bf16`` or ``amx_bf16``
+    flag (``flags`` defaults to :func:`cpu_flags`); other devices: no."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type == "cpu":
+        flags = cpu_flags() if flags is None else flags
+        return any(f in flags for f in _BF16_CPU_FLAGS)
+    return False
+
+
+_BF16_WARNED: set[str] = set()
+
+
+def bf16_autocast(device: torch.device | str, requested: bool, flags: frozenset[str] | None = None):
+    """The autocast context of ``train.amp_bf16``: bfloat16 autocast on ``device`` when ``requested``
+    and :func:`bf16_native`; otherwise float32 (a disabled context), with one warning per device type
+    when bf16 was requested on a device without it (emulated bf16 would be slower than float32)."""
+    dev = torch.device(device)
+    on = bool(requested) and bf16_native(dev, flags)
+    if requested and not on and dev.type not in _BF16_WARNED:
+        _BF16_WARNED.add(dev.type)
+        warnings.warn(f"train.amp_bf16: {dev.type} has no native bfloat16; training in float32", stacklevel=2)
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=on)
+
+
+def adam_fused_ok(params: list[torch.Tensor]) -> bool:
+    """Can :class:`torch.optim.Adam` use its fused kernel (one kernel for all tensors) on ``params``:
+    floating-point tensors, all on CPU or all on one CUDA device."""
+    if not params:
+        return False
+    types = {p.device.type for p in params}
+    return len(types) == 1 and types <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

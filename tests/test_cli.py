@@ -100,3 +100,22 @@ def test_evaluate_subcommand_delegates_to_jebm_lite_evaluate(tmp_path, capsys):
 
     assert main(["evaluate", str(tmp_path / "missing"), "--mse"]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_two_table_processes_side_by_side(tmp_path, shared_data):
+    """The several-devices pattern of book/running.md on a CPU: two Tab. 1 processes (one seed each,
+    one thread each) at once, into one results folder: both finish and write their own cells."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
+           "JEBM_DATA": str(shared_data)}
+    results = tmp_path / "results"
+    procs = [subprocess.Popen([sys.executable, "-m", "jebm_lite.experiments.latent_table", "--profile", "ci",
+                               "--datasets", "mnist", "--methods", "vlae", "--seeds", str(s), "--device", "cpu",
+                               "--results", str(results), "--runs", str(tmp_path / "runs")],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for s in (0, 1)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    recs = {p.name: json.loads(p.read_text()) for p in results.glob("*.json")}
+    assert sorted(recs) == ["mnist_vlae_seed0_ci.json", "mnist_vlae_seed1_ci.json"]
+    assert {r["seed"] for r in recs.values()} == {0, 1}
+    assert all(r["device"].startswith("cpu (1 thread") and r["threads"] == 1 for r in recs.values())

@@ -93,7 +93,13 @@ def test_swap_reading_of_resample_stats_and_its_errors():
 
 
 class _SignLearner(nn.Module):
-    """decode([z1, z2]) = an image whose mean is z2[:, 0] (the 'class') and whose left half is z1[:, 0]."""
+    """decode([z1, z2]) = an image whose mean is z2[:, 0] (the 'class') and whose left half is z1[:, 0];
+    a LayeredModel with an N(0, I) prior on two 2-D layers."""
+
+    z_dims = (2, 2)
+    state_kind = "codes"
+    image_shape = (1, 4, 4)
+    device = torch.device("cpu")
 
     def decode(self, zs):
         z1, z2 = zs
@@ -101,6 +107,23 @@ class _SignLearner(nn.Module):
         x[:, :, :, 2:] = torch.tanh(z2[:, 0]).view(-1, 1, 1, 1)
         x[:, :, :, :2] = 0.5 * torch.tanh(z1[:, 0]).view(-1, 1, 1, 1)
         return x
+
+    decode_state = decode
+
+    def encode(self, x):
+        raise NotImplementedError
+
+    def sample_latents(self, n):
+        return self.sample_state(n)
+
+    def sample(self, n):
+        return self.decode(self.sample_latents(n))
+
+    def sample_state(self, n, generator=None):
+        return [torch.randn(n, d, generator=generator) for d in self.z_dims]
+
+    def resample_layers(self, state, layers, generator=None):
+        return [torch.randn(s.shape, generator=generator) if i in layers else s for i, s in enumerate(state)]
 
 
 def _sign_classifier(x):

@@ -436,3 +436,50 @@ def test_load_or_train_trains_once_then_loads(tmp_path):
     with pytest.raises(CheckpointError, match="train.batch_size"):
         load_or_train(ts.make_cfg(max_steps=8, batch_size=4), d, build_learner, ts.make_data())
     assert json.loads(RunDir(d).result_path.read_text())["steps"] == 8
+
+
+# ----------------------------------------------------------------------------------------------
+# host syncs
+# ----------------------------------------------------------------------------------------------
+
+_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
+
+
+def test_training_reads_metrics_back_once_per_log_interval(monkeypatch):
+    """Spy on every tensor-to-host read (``.item()``, ``float()``, ``bool()``, ``.cpu()``, ...) made by
+    jebm_lite code during training: the learner, sampler and objectives make none, and the trainer
+    makes one per log interval (``_settle``), besides the checkpoint's copies of the state."""
+    from jebm_lite.config import get_config
+    from jebm_lite.training.learners import build_learner
+
+    calls: list[tuple[str, str]] = []
+
+    def spy(name):
+        orig = getattr(torch.Tensor, name)
+
+        def wrapper(self, *a, **kw):
+            f = sys._getframe(1)
+            mod = f.f_globals.get("__name__", "")
+            if mod.startswith("jebm_lite"):
+                calls.append((mod, f.f_code.co_name))
+            return orig(self, *a, **kw)
+
+        return wrapper
+
+    torch.manual_seed(0)
+    cfg = get_config("mnist_joint", profile="ci", overrides={
+        "train.max_steps": 20, "train.log_every": 5, "train.ckpt_every": 20, "train.batch_size": 8,
+        "prior_langevin.steps": 5, "train.progress": False, "optim.fused": True})
+    learner = build_learner(cfg, "cpu")
+    x = torch.rand(64, 1, 28, 28) * 2 - 1
+    tr = Trainer(cfg, learner, x, None, device="cpu")
+    for name in _READS:
+        monkeypatch.setattr(torch.Tensor, name, spy(name))
+    history = tr.fit()
+    monkeypatch.undo()
+    assert [r["step"] for r in history] == list(range(1, 21))
+    assert all(isinstance(v, float) for r in history for k, v in r.items() if k not in ("step", "epoch"))
+    outside = [c for c in calls if c[1] not in ("_settle", "_clone_to_cpu")]
+    assert outside == [], outside  # no per-step read in train_step, the sampler, the guard, ...
+    settles = [c for c in calls if c[1] == "_settle"]
+    assert len(settles) == 20 // 5 * 2, settles  # .cpu() and .tolist() of one stacked tensor, 4 intervals

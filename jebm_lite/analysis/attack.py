@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from jebm_lite import objectives as obj
 from jebm_lite.analysis.anomaly import eval_mode
 from jebm_lite.runtime import ConfigError
+from jebm_lite.training.learner import AmortizedPosterior
 from jebm_lite.training.learners import frozen
 
 __all__ = ["AttackResult", "latent_attack", "attack_all_layers", "posterior_kl_per_layer"]
@@ -59,7 +60,7 @@ class AttackResult:
 
 
 def _check(learner) -> None:
-    if not (hasattr(learner, "inference") and hasattr(learner, "posterior")):
+    if not isinstance(learner, AmortizedPosterior):
         raise ConfigError(
             f"The latent attack needs an inference network q_phi(z|x); {type(learner).__name__} has none "
             "(use a joint or vlae learner)."
@@ -128,7 +129,7 @@ def latent_attack(
     x_target = x_target.to(dev).float().expand_as(x)
     g = torch.Generator(device=dev).manual_seed(seed)
     history: list[float] = []
-    with eval_mode(learner), frozen(learner.inference), torch.enable_grad():
+    with eval_mode(learner), frozen(learner), torch.enable_grad():
         with torch.no_grad():
             kl_before = posterior_kl_per_layer(learner, x, x_target)
             mus_t, lvs_t = learner.posterior(x_target)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from jebm_lite.models.conditional import ConditionalHierarchy
+from jebm_lite.training.learner import LayeredModel
 
 __all__ = [
     "is_conditional",
@@ -56,9 +57,16 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
+def _layered(learner: nn.Module) -> LayeredModel:
+    if not isinstance(learner, LayeredModel):
+        raise TypeError(f"{type(learner).__name__} has no layered state (the LayeredModel protocol of "
+                        "jebm_lite.training.learner): hierarchical sampling needs a multi-layer learner")
+    return learner
+
+
 def is_conditional(learner: nn.Module) -> bool:
-    """True for a conditional Gaussian hierarchy (``learner.model`` is a :class:`ConditionalHierarchy`)."""
-    return isinstance(getattr(learner, "model", None), ConditionalHierarchy)
+    """True for a conditional Gaussian hierarchy (its state is the top-down noises eps)."""
+    return getattr(learner, "state_kind", None) == "eps"
 
 
 def n_layers(learner: nn.Module) -> int:
@@ -90,63 +98,24 @@ def layer_groups(L: int, n_groups: int = 3, names: Sequence[str] = ("bottom", "m
     return out
 
 
-def _cond_energies(learner: nn.Module):
-    """The per-layer energies of a conditional hierarchy with the CVPR 2023 joint prior, else ``None``."""
-    from jebm_lite.models.cond_ebm import LayerEnergies
-
-    energies = getattr(learner, "energies", None) if is_conditional(learner) else None
-    return energies if isinstance(energies, LayerEnergies) else None
-
-
-def _randn_like_layers(learner: nn.Module, n: int, generator: torch.Generator | None) -> list[Tensor]:
-    dev = _device(learner)
-    return [torch.randn(n, d, device=dev, generator=generator) for d in learner.z_dims]
-
-
 @torch.no_grad()
 def sample_state(learner: nn.Module, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
-    """``n`` fresh samples of the model's state, a per-layer list ``[(n, d_i)]`` bottom to top.
+    """``n`` fresh samples of the model's state, a per-layer list ``[(n, d_i)]`` bottom to top
+    (:meth:`LayeredModel.sample_state`).
 
     Conditional hierarchy: the noises ``eps_i ~ N(0, I)``; with per-layer energies (``cond_joint``) the
     eps-space prior Langevin of the learner's config from those draws. VLAE: ``z ~ N(0, I)``. Joint EBM prior:
     the prior Langevin of the learner's config (paper Eq. 14) from N(0, I) draws.
     """
-    eps = _randn_like_layers(learner, n, generator)
-    if _cond_energies(learner) is not None:
-        return learner.prior_sample(n, eps0=eps, generator=generator)[1]
-    if is_conditional(learner) or getattr(learner, "prior", None) is None or learner.prior.energy is None:
-        return eps
-    return _langevin_layers(learner, eps, tuple(range(n_layers(learner))))
-
-
-def _langevin_layers(learner: nn.Module, zs: list[Tensor], layers: tuple[int, ...]) -> list[Tensor]:
-    """Short-run Langevin on the layers ``layers`` of a joint EBM prior, the other layers held fixed."""
-    from jebm_lite.sampling import langevin
-
-    prior = learner.prior
-    fixed = [z.detach() for z in zs]
-    sizes = [learner.z_dims[i] for i in layers]
-
-    def log_prob(u: Tensor) -> Tensor:
-        parts = list(fixed)
-        for i, part in zip(layers, torch.split(u, sizes, dim=1)):
-            parts[i] = part
-        return prior.log_prob_unnorm(parts)
-
-    lc = learner.cfg.prior_langevin
-    u0 = torch.cat([zs[i] for i in layers], dim=1)
-    u = langevin(log_prob, u0, lc.steps, lc.step_size, noise=lc.noise).z
-    out = list(fixed)
-    for i, part in zip(layers, torch.split(u, sizes, dim=1)):
-        out[i] = part
-    return out
+    return _layered(learner).sample_state(n, generator)
 
 
 @torch.no_grad()
 def resample_layers(
     learner: nn.Module, state: Sequence[Tensor], layers: Sequence[int], generator: torch.Generator | None = None
 ) -> list[Tensor]:
-    """A copy of ``state`` with the layers ``layers`` redrawn and every other layer kept.
+    """A copy of ``state`` with the layers ``layers`` redrawn and every other layer kept
+    (:meth:`LayeredModel.resample_layers`; negative indices count from the top).
 
     Conditional hierarchy: new ``eps_i ~ N(0, I)`` for ``i`` in ``layers`` (the reparameterised top-down
     sampler then changes z_i and every z below it); with per-layer energies (``cond_joint``) followed by
@@ -156,31 +125,17 @@ def resample_layers(
     """
     state = [s.detach() for s in state]
     layers = tuple(range(len(state))[i] for i in layers)
-    energies = _cond_energies(learner)
-    if energies is not None:
-        from jebm_lite.models.cond_ebm import resample_layers_eps
-
-        lc = learner.cfg.prior_langevin
-        return resample_layers_eps(learner.model, energies, state, layers, lc.steps, lc.step_size,
-                                   noise=lc.noise, generator=generator)[1]
-    new = list(state)
-    for i in layers:
-        new[i] = torch.randn(state[i].shape, device=state[i].device, generator=generator)
-    if is_conditional(learner) or getattr(learner, "prior", None) is None or learner.prior.energy is None:
-        return new
-    return _langevin_layers(learner, new, layers)
+    return _layered(learner).resample_layers(state, layers, generator)
 
 
 @torch.no_grad()
 def decode_state(learner: nn.Module, state: Sequence[Tensor]) -> Tensor:
-    """Mean images ``(B, C, H, W)`` in [-1, 1] of a state (eps list or z list).
+    """Mean images ``(B, C, H, W)`` in [-1, 1] of a state (eps list or z list; :meth:`LayeredModel.decode_state`).
 
-    Conditional hierarchy: :meth:`ConditionalHierarchy.sample` (z_L = eps_L, z_i = mu_i + sigma_i eps_i, then
-    the decoder mean of p(x | z_1)). Architectural hierarchy: g(z) (paper Eq. 5).
+    Conditional hierarchy: z_L = eps_L, z_i = mu_i + sigma_i eps_i, then the decoder mean of p(x | z_1).
+    Architectural hierarchy: g(z) (paper Eq. 5).
     """
-    if is_conditional(learner):
-        return learner.model.sample(list(state))[1]
-    return learner.decode(list(state))
+    return _layered(learner).decode_state(list(state))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,9 +224,7 @@ def swap_grid(
 
 def learner_image_shape(learner: nn.Module) -> tuple[int, int, int]:
     """``(C, H, W)`` of the learner's images."""
-    if is_conditional(learner):
-        return learner.model.image_shape
-    return tuple(learner.generator.image_shape)
+    return tuple(_layered(learner).image_shape)
 
 
 @torch.no_grad()
@@ -556,8 +509,8 @@ def conditional_resample_stats(
                         "CondJointLearner); use resample_stats for the architectural hierarchy")
     from jebm_lite.models.cond_ebm import resample_layers_eps, sample_prior_eps
 
-    model: ConditionalHierarchy = learner.model
-    energies = _cond_energies(learner)
+    model: ConditionalHierarchy = learner.model  # a conditional-hierarchy analysis: it reads the model itself
+    energies = getattr(learner, "energies", None)  # the CVPR 2023 per-layer energies; None: f = 0
     lc = getattr(getattr(learner, "cfg", None), "prior_langevin", None)
     steps = int(steps) if steps is not None else (lc.steps if lc is not None else 0)
     step_size = lc.step_size if lc is not None else 0.1

@@ -241,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", default="results/tab3")
     p.add_argument("--runs", default="runs")
     p.add_argument("--force", action="store_true", help="re-evaluate cells that have a record")
+    p.add_argument("--device", default=None,
+                   help="e.g. cuda:1 (one process per device runs cells side by side; default: CUDA if available)")
     a = p.parse_args(argv)
     prof = get_profile(a.profile)
     for d in a.digits:
@@ -249,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if split is None:
                 cfg = cell_config(m, d, prof, a.steps, a.ckpt_every, a.last)
                 split = anomaly_data.anomaly_split(d, root=cfg.data.root, download=cfg.data.download)
-            r = run_cell(m, d, prof, a.steps, a.ckpt_every, a.last, a.results, a.runs, split=split, force=a.force)
+            r = run_cell(m, d, prof, a.steps, a.ckpt_every, a.last, a.results, a.runs, split=split, force=a.force,
+                         device=a.device)
             if r.get("diverged"):
                 print(f"{m} held-out {d}: diverged at iteration {r['diverged']['step']}", flush=True)
             else:

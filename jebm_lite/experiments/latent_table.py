@@ -366,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sweep", action="store_true",
                    help="the reference recipe's validation sweep (seed 0, one folder per setting under --results) "
                         "and the setting chosen by the written rule")
+    p.add_argument("--device", default=None,
+                   help="e.g. cuda:1 (one process per device runs seeds side by side; default: CUDA if available)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     a = p.parse_args(argv)
     prof = get_profile(a.profile)
@@ -375,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in a.seeds:  # seed-major: the two priors of a seed finish together (a paired difference)
             for me in a.methods:
                 rec = run_cell(ds, me, s, prof, a.results, a.runs, a.overrides, force=a.force, recipe=a.recipe,
-                               validation=a.validation)
+                               validation=a.validation, device=a.device)
                 if rec.get("diverged"):
                     print(f"{ds:7s} {me:6s} seed {s}: diverged at iteration {rec['diverged']['step']}", flush=True)
                     continue

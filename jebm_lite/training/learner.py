@@ -42,6 +42,45 @@ class LatentModel(Protocol):
     def sample(self, n: int) -> Tensor: ...
 
 
+@runtime_checkable
+class AmortizedPosterior(Protocol):
+    """A learner with an inference network q_phi(z|x) = prod_i N(mu_i, exp(logvar_i)) (paper Eq. 8):
+    ``posterior(x)`` returns ``([mu_i (B, d_i)], [logvar_i (B, d_i)])`` bottom to top, differentiable in
+    ``x`` (the latent attack and the per-layer KL use it)."""
+
+    def posterior(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]: ...
+
+
+@runtime_checkable
+class LayeredModel(LatentModel, Protocol):
+    """A multi-layer :class:`LatentModel` whose layers can be redrawn one at a time (hierarchical sampling,
+    paper Fig. 4; :mod:`jebm_lite.analysis.hierarchy` uses only this).
+
+    Its *state* is a per-layer list ``[(n, d_i)]`` bottom to top: the codes z (``state_kind == "codes"``,
+    the architectural hierarchy: VLAE, joint EBM prior) or the top-down noises eps (``"eps"``, the
+    conditional hierarchy, where redrawing eps_i changes z_i and every layer below it).
+
+    * ``sample_state(n, generator)``: ``n`` states from the prior;
+    * ``resample_layers(state, layers, generator)``: a copy of ``state`` with ``layers`` redrawn from the
+      prior given the other layers;
+    * ``decode_state(state)``: mean images ``(n, C, H, W)`` in [-1, 1];
+    * ``z_dims``, ``image_shape``, ``state_kind``.
+    """
+
+    z_dims: tuple[int, ...]
+    state_kind: str
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
+
+    def sample_state(self, n: int, generator: torch.Generator | None = None) -> list[Tensor]: ...
+
+    def resample_layers(self, state: list[Tensor], layers: tuple[int, ...],
+                        generator: torch.Generator | None = None) -> list[Tensor]: ...
+
+    def decode_state(self, state: list[Tensor]) -> Tensor: ...
+
+
 class Learner(nn.Module):
     """Owns networks, optimisers and one iteration's updates.
 
@@ -63,9 +102,11 @@ class Learner(nn.Module):
         self.optimizers = {}
         self.schedulers = {}
 
-    def train_step(self, x: Tensor, step: int) -> dict[str, float]:
+    def train_step(self, x: Tensor, step: int) -> dict[str, Tensor | float]:
         """Do all updates for one batch ``x: (B, C, H, W)`` (iteration ``step``, counted from 1) and
-        return scalar metrics as Python floats (``"energy/..."`` ones are checked for explosion).
+        return scalar metrics: 0-d tensors left on the device (preferred: no host sync; the
+        :class:`~jebm_lite.training.trainer.Trainer` reads all of an interval's metrics back at once) or
+        Python numbers. ``"energy/..."`` ones are checked for explosion.
 
         Abstract: every learner in :mod:`jebm_lite.training.learners` implements it."""
         raise NotImplementedError

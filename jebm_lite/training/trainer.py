@@ -518,38 +518,70 @@ class Trainer:
         prefixes = tuple(k for k in keys if k.endswith("/"))
         return lambda name: name in exact or (bool(prefixes) and name.startswith(prefixes))
 
-    def _check(self, metrics: dict[str, float]) -> str | None:
-        """Why this step must be rolled back, or None (agreed over all ranks)."""
-        reason = None
+    def _param_flag(self) -> Tensor | None:
+        """On the device, without a host sync: a 0-d bool tensor, True when a parameter is non-finite."""
+        params = [p.detach() for p in self.learner.parameters()]
+        if not params:
+            return None
+        try:
+            norms = torch._foreach_norm(params)
+        except (AttributeError, RuntimeError):
+            norms = [p.norm() for p in params]
+        return ~torch.isfinite(torch.stack([n.float() for n in norms])).all()
+
+    def _metric_reason(self, metrics: dict[str, float]) -> str | None:
+        """Why a step with these (host) metrics must be rolled back, or None."""
         limit = self.cfg.train.guard_energy_limit
         any_limit = self.cfg.train.guard_metric_limit
         is_energy = self._energy_matcher()
         for k, v in metrics.items():
             if not math.isfinite(v):
-                reason = f"metric {k} = {v}"
-                break
+                return f"metric {k} = {v}"
             if is_energy(k) and abs(v) >= limit:
-                reason = f"energy {k} = {v:.4g} exceeds train.guard_energy_limit = {limit:g}"
-                break
+                return f"energy {k} = {v:.4g} exceeds train.guard_energy_limit = {limit:g}"
             if abs(v) >= any_limit:
-                reason = f"metric {k} = {v:.4g} exceeds train.guard_metric_limit = {any_limit:g}"
+                return f"metric {k} = {v:.4g} exceeds train.guard_metric_limit = {any_limit:g}"
+        return None
+
+    def _settle(self, pending: list[tuple]) -> tuple[int, str] | None:
+        """Read back the metrics of the ``pending`` steps in **one** device-to-host transfer, check them
+        step by step (the guard) and append the good steps' history rows.
+
+        ``pending``: ``(step, epoch, time_s, metrics, param_flag)`` per step since the last settle; metric
+        values are 0-d tensors (left on the device by the learner) or numbers. Returns ``(step, reason)``
+        of the first bad step (agreed over all ranks), else None. Called once per log interval and before
+        every checkpoint, so a checkpoint never holds an unchecked step and a roll-back reaches back at
+        most to the previous checkpoint (as before).
+        """
+        if not pending:
+            return None
+        tensors: list[Tensor] = []
+        for _, _, _, metrics, flag in pending:
+            tensors += [v.detach().reshape(()).float() for v in metrics.values() if isinstance(v, Tensor)]
+            if flag is not None:
+                tensors.append(flag.float())
+        host = iter(torch.stack(tensors).cpu().tolist() if tensors else [])  # the one sync
+        bad: tuple[int, str] | None = None
+        rows = []
+        for step, epoch, time_s, metrics, flag in pending:
+            values = {k: float(next(host)) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
+            param_bad = flag is not None and next(host) > 0
+            reason = self._metric_reason(values)
+            if reason is None and param_bad:
+                names = [n for n, p in self.learner.named_parameters() if not torch.isfinite(p).all()]
+                reason = f"non-finite parameter(s) {', '.join(names[:5]) or '(restored since)'}"
+            if reason is not None:
+                bad = (step, reason)
                 break
-        if reason is None:
-            params = [p.detach() for p in self.learner.parameters()]
-            if params:
-                try:
-                    norms = torch._foreach_norm(params)
-                except (AttributeError, RuntimeError):
-                    norms = [p.norm() for p in params]
-                if not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all()):
-                    names = [n for n, p in self.learner.named_parameters() if not torch.isfinite(p).all()]
-                    reason = f"non-finite parameter(s) {', '.join(names[:5])}"
+            rows.append({"step": step, "epoch": epoch, "time_s": round(time_s, 4), **values})
         if distributed.is_distributed():
-            flag = torch.tensor([0.0 if reason is None else 1.0], device=self.device)
-            distributed.all_reduce_sum(flag)
-            if reason is None and flag.item() > 0:
-                reason = "another process reported a non-finite value or exploding energy"
-        return reason
+            flag_t = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+            distributed.all_reduce_sum(flag_t)
+            if bad is None and flag_t.item() > 0:
+                bad = (pending[-1][0], "another process reported a non-finite value or exploding energy")
+        if bad is None:
+            self.history += rows
+        return bad
 
     def _rollback(self, step: int, reason: str) -> None:
         if self.rollbacks >= self.cfg.train.guard_max_rollbacks:
@@ -695,6 +727,7 @@ class Trainer:
         self._signal = None
         restore = self._catch_signals()
         try:
+            pending: list[tuple] = []  # steps whose metrics are still on the device, not yet checked
             while self.step < tc.max_steps:
                 epoch, offset = divmod(self.step, spe)
                 for x in self._batches(epoch, offset):
@@ -703,25 +736,27 @@ class Trainer:
                     if self.fault_hook is not None:
                         hooked = self.fault_hook(step, metrics)
                         metrics = metrics if hooked is None else hooked
-                    metrics = {k: float(v) for k, v in metrics.items()}
-                    reason = self._check(metrics)
-                    if reason is not None:
-                        self._rollback(step, reason)
-                        pbar.n = self.step
-                        pbar.refresh()
-                        break
                     self.step = step
                     self.elapsed_s = time.perf_counter() - t_start
-                    self.history.append({"step": step, "epoch": epoch, "time_s": round(self.elapsed_s, 4),
-                                         **metrics})
+                    pending.append((step, epoch, self.elapsed_s, metrics, self._param_flag()))
                     pbar.update(1)
-                    if not pbar.disable:
-                        pbar.set_postfix({k: f"{v:.3g}" for k, v in list(metrics.items())[:4]}, refresh=False)
                     if step % spe == 0:
                         self.learner.on_epoch_end(epoch)
-                    if step % tc.log_every == 0:
-                        self._flush_history()
-                    if step % tc.ckpt_every == 0 or step >= tc.max_steps:
+                    due_ckpt = step % tc.ckpt_every == 0 or step >= tc.max_steps
+                    if step % tc.log_every == 0 or due_ckpt or self._signal is not None:
+                        bad = self._settle(pending)  # the loop's one host sync per log interval
+                        pending = []
+                        if bad is not None:
+                            self._rollback(*bad)
+                            pbar.n = self.step
+                            pbar.refresh()
+                            break
+                        if not pbar.disable and self.history:
+                            last = {k: v for k, v in self.history[-1].items() if k not in ("step", "epoch", "time_s")}
+                            pbar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:4]}, refresh=False)
+                        if step % tc.log_every == 0:
+                            self._flush_history()
+                    if due_ckpt:
                         self._checkpoint()
                     if self._signal is not None:
                         self._stop_on_signal()
