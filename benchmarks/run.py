@@ -140,6 +140,8 @@ def bench_langevin(preset: str, chains: int, steps: int, device: torch.device, w
         "plain": lambda: sample_prior(prior, chains, steps, step_size, fast=False),
         "fast": lambda: sample_prior(prior, chains, steps, step_size, fast=True),
     }
+    if device.type == "cuda":  # the fast chain captured as one CUDA graph and replayed
+        fns["captured"] = lambda: sample_prior(prior, chains, steps, step_size, fast=True, graph=True)
     t = time_calls(fns, device, warmup, repeats)
     e = prior.energy
     rec = {
@@ -150,6 +152,8 @@ def bench_langevin(preset: str, chains: int, steps: int, device: torch.device, w
     for k in fns:
         rec[k] = {**t[k], "chain_steps_per_s": chains * steps / t[k]["median_s"]}
     rec["ratio"] = t["plain"]["median_s"] / t["fast"]["median_s"]
+    if "captured" in t:
+        rec["ratio_captured"] = t["plain"]["median_s"] / t["captured"]["median_s"]
     rec["ratio_per_repeat_median"] = statistics.median(
         p / f for p, f in zip(t["plain"]["times_s"], t["fast"]["times_s"])
     )
@@ -165,7 +169,9 @@ TRAIN_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "fast": (True, {"optim.fused": False, "train.amp_bf16": False}),
     "fused": (True, {"optim.fused": True, "train.amp_bf16": False}),
     "bf16": (True, {"optim.fused": True, "train.amp_bf16": True}),
+    "graph": (True, {"optim.fused": True, "train.amp_bf16": False, "prior_langevin.cuda_graph": True}),
 }
+CUDA_ONLY = ("graph",)  # on a CPU the same as `fused`
 
 
 def bench_train_step(preset: str, batch: int, device: torch.device, warmup: int, repeats: int,
@@ -370,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
     rep_chain = a.repeats or (1 if q else 5)
     rep_train = a.repeats or (1 if q else 3)
     train_steps = a.train_steps if a.train_steps is not None else (5 if q else None)
-    variants = tuple(a.variants.split(",")) if a.variants else tuple(TRAIN_VARIANTS)
+    variants = tuple(a.variants.split(",")) if a.variants else tuple(
+        v for v in TRAIN_VARIANTS if device.type == "cuda" or v not in CUDA_ONLY)
     unknown = [v for v in variants if v not in TRAIN_VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {', '.join(unknown)}; use some of {', '.join(TRAIN_VARIANTS)}")
@@ -392,7 +399,9 @@ def main(argv: list[str] | None = None) -> dict:
                     rec = bench_langevin(p, n, t, device, warmup, rep_chain)
                     result["langevin"].append(rec)
                     print(f"langevin {p} {n}x{t}: plain {rec['plain']['median_s'] * 1e3:.1f} ms, "
-                          f"fast {rec['fast']['median_s'] * 1e3:.1f} ms ({rec['ratio']:.2f}x)", flush=True)
+                          f"fast {rec['fast']['median_s'] * 1e3:.1f} ms ({rec['ratio']:.2f}x)"
+                          + (f", captured {rec['captured']['median_s'] * 1e3:.1f} ms ({rec['ratio_captured']:.2f}x)"
+                             if "captured" in rec else ""), flush=True)
     if not a.skip_train:
         for p in presets:
             b = large_batch if p in LARGE else batch

@@ -87,6 +87,7 @@ class LangevinConfig:
     steps: int = 60
     step_size: float = 0.4
     noise: bool = True
+    cuda_graph: bool = False  # prior chains in training: replay one captured CUDA graph (CUDA only)
 
 
 @dataclass

@@ -50,6 +50,7 @@ __all__ = [
     "LangevinTrace",
     "use_fast_path",
     "fast_path_default",
+    "CapturedChain",
     "langevin",
     "sample_prior",
     "sample_prior_from_config",
@@ -177,6 +178,72 @@ def use_fast_path(enabled: bool) -> Iterator[None]:
         _FAST_DEFAULT = old
 
 
+class CapturedChain:
+    """The fast prior chain (:func:`_run_fast`, ``record=False``) captured once as a CUDA graph and replayed.
+
+    A chain of T steps is about 25 T tiny kernels; on a GPU their launches, not their arithmetic, bound it.
+    Captured, one ``replay()`` launches them all. The graph reads the EBM's weights and spectral-norm
+    buffers where they live (optimisers and ``load_state_dict`` update them in place, so replays see the
+    current EBM) and draws its noise from the default CUDA generator, whose offset advances with every
+    replay. Fixed per instance: the EBM, ``n`` chains, ``steps``, ``step_size``, ``noise``, train/eval mode.
+
+    Capture needs warm-up runs; they run on a side stream, and the spectral-norm buffers and the CUDA RNG
+    state they touched are restored afterwards, so capturing leaves the model and the random stream as
+    they were. Use through :func:`sample_prior` (``graph=True``), which keeps one instance per shape.
+    """
+
+    def __init__(self, energy: EnergyMLP, n: int, d: int, steps: int, step_size: float, noise: bool,
+                 device: torch.device) -> None:
+        if device.type != "cuda":
+            raise RuntimeError("CapturedChain needs a CUDA device")
+        self.z0 = torch.zeros(n, d, device=device)
+        args = (energy, _identity, None, self.z0, steps, step_size, noise, False, None)
+        buffers = list(energy.buffers())
+        saved = [b.detach().clone() for b in buffers]
+        rng = torch.cuda.get_rng_state(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                _run_fast(*args)
+        torch.cuda.current_stream(device).wait_stream(side)
+        with torch.no_grad():
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
+        torch.cuda.set_rng_state(rng, device)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = _run_fast(*args)
+
+    def __call__(self, z0: Tensor) -> LangevinTrace:
+        self.z0.copy_(z0)
+        self.graph.replay()
+        return LangevinTrace(z=self.out.z.clone(), grad_norm=self.out.grad_norm.clone())
+
+
+def _identity(z: Tensor) -> Tensor:
+    return z
+
+
+_GRAPHS: dict[tuple, CapturedChain] = {}
+
+
+def _captured(energy: EnergyMLP, z0: Tensor, steps: int, step_size: float, noise: bool) -> CapturedChain:
+    """The :class:`CapturedChain` for this EBM and chain shape (captured on first use). A changed storage of
+    any parameter or buffer (``.to()``, a replaced tensor) invalidates the EBM's graphs."""
+    storage = tuple(t.data_ptr() for t in (*energy.parameters(), *energy.buffers()))
+    key = (id(energy), tuple(z0.shape), str(z0.device), int(steps), float(step_size), bool(noise), energy.training)
+    hit = _GRAPHS.get(key)
+    if hit is not None and hit.storage == storage:
+        return hit
+    for k in [k for k in _GRAPHS if k[0] == id(energy) and _GRAPHS[k].storage != storage]:
+        del _GRAPHS[k]
+    chain = CapturedChain(energy, z0.shape[0], z0.shape[1], steps, step_size, noise, z0.device)
+    chain.storage = storage
+    _GRAPHS[key] = chain
+    return chain
+
+
 def _fast_energy(energy: nn.Module | None, fast: bool | None, z: Tensor) -> EnergyMLP | None:
     """``energy`` when the fast path applies to it, else ``None`` (use the plain path)."""
     if fast is None:
@@ -300,6 +367,7 @@ def sample_prior(
     record: bool = False,
     generator: torch.Generator | None = None,
     fast: bool | None = None,
+    graph: bool = False,
 ) -> LangevinTrace:
     """Langevin sampling of the joint EBM prior, paper Eqs. 13-14.
 
@@ -321,6 +389,8 @@ def sample_prior(
         generator: torch RNG for the initial draws and the noise.
         fast: gradients of an :class:`EnergyMLP` without autograd (same chain, see the module
             docstring); ``None`` means :func:`fast_path_default` (``True``); ``False``: the plain path.
+        graph: on CUDA, replay the fast chain as one captured CUDA graph (:class:`CapturedChain`) when
+            it applies (fast path, ``record=False``, no ``generator``); the eager fast path otherwise.
 
     Returns:
         :class:`LangevinTrace` with ``z: (n, d)``; ``energy: (T+1, n)`` when recorded with an EBM.
@@ -337,7 +407,9 @@ def sample_prior(
     energy = prior.energy
     fast_energy = _fast_energy(energy, fast, z0)
     if fast_energy is not None:
-        return _run_fast(fast_energy, lambda z: z, None, z0, steps, step_size, noise, record, generator)
+        if graph and z0.is_cuda and not record and generator is None:
+            return _captured(fast_energy, z0, steps, step_size, noise)(z0)
+        return _run_fast(fast_energy, _identity, None, z0, steps, step_size, noise, record, generator)
 
     def target(z: Tensor) -> tuple[Tensor, Tensor]:
         fz = energy(z)

@@ -249,3 +249,51 @@ def test_learner_training_step_is_unchanged():
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), k
     _assert_same_state(l1.prior, l2.prior)
+
+
+# ----------------------------------------------------------------------------------------------
+# the captured chain (CUDA graphs)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_graph_request_falls_back_to_the_eager_fast_chain_off_cuda():
+    """graph=True on the CPU (or with record / a generator) is the eager fast chain, bit for bit."""
+    a, b = _pair()
+    torch.manual_seed(3)
+    ta = sample_prior(a, 16, 20, 0.4, graph=True)
+    torch.manual_seed(3)
+    tb = sample_prior(b, 16, 20, 0.4)
+    assert torch.equal(ta.z, tb.z) and torch.equal(ta.grad_norm, tb.grad_norm)
+    _assert_same_state(a, b, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (make gpu-check runs it)")
+@pytest.mark.parametrize("sn,train", [(True, True), (True, False), (False, True)])
+def test_captured_chain_equals_the_eager_chain_on_fresh_inputs(sn, train):
+    """Without noise the chain is deterministic: the replayed graph equals the eager fast chain (float32
+    tolerance) for new starting points, leaves the spectral-norm state where the eager chain does, and sees
+    weights changed in place (as an optimiser step changes them) on the next replay."""
+    a, b = _pair(sn=sn, train=train, device="cuda")
+    for rep in range(3):
+        z0 = torch.randn(64, a.d, device="cuda", generator=_gen(10 + rep, "cuda"))
+        ta = sample_prior(a, 64, 30, 0.4, noise=False, z0=z0, graph=True)
+        tb = sample_prior(b, 64, 30, 0.4, noise=False, z0=z0)
+        _assert_same_trace(ta, tb, atol=1e-5)
+        _assert_same_state(a, b, atol=1e-5)
+        with torch.no_grad():  # an in-place update, as Adam's
+            for p, q in zip(a.parameters(), b.parameters()):
+                p.mul_(1.01)
+                q.mul_(1.01)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (make gpu-check runs it)")
+def test_captured_chain_with_noise_samples_the_same_distribution():
+    """With noise the replay draws from the default CUDA generator: fresh noise on every replay, and the
+    final states' moments agree with the eager chain's over 4096 chains."""
+    a, b = _pair(device="cuda")
+    t1 = sample_prior(a, 4096, 60, 0.4, graph=True)
+    t2 = sample_prior(a, 4096, 60, 0.4, graph=True)
+    assert not torch.allclose(t1.z, t2.z)
+    te = sample_prior(b, 4096, 60, 0.4)
+    torch.testing.assert_close(t1.z.mean(0), te.z.mean(0), atol=0.1, rtol=0)
+    torch.testing.assert_close(t1.z.std(0), te.z.std(0), atol=0.1, rtol=0)

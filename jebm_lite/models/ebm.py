@@ -182,7 +182,8 @@ class EnergyMLP(nn.Module):
             for k, (w, sn) in enumerate(zip(ws, sns)):
                 wp[k, : w.shape[0], : w.shape[1]] = w
                 v[k, 0, : w.shape[1]] = sn._v
-            eps = torch.tensor([[[sn.eps]] for sn in sns], dtype=wp.dtype, device=wp.device)  # (L, 1, 1)
+            # (L, 1, 1), built by fill kernels (no host-to-device copy: the chain may be captured as a CUDA graph)
+            eps = torch.stack([wp.new_full((1, 1), sn.eps) for sn in sns])
             m = wp.transpose(1, 2).bmm(wp)  # W^T W, (L, i_max, i_max), symmetric; zero padding stays zero
             vs = [v]
             for _ in range(calls):

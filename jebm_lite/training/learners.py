@@ -243,7 +243,8 @@ class HierarchicalLearner(_CodeState, Learner):
         if self.prior.energy is not None:
             lc = cfg.prior_langevin
             with phase("prior_chain"):
-                trace = sample_prior(self.prior, x.shape[0], lc.steps, lc.step_size, noise=lc.noise)
+                trace = sample_prior(self.prior, x.shape[0], lc.steps, lc.step_size, noise=lc.noise,
+                                     graph=lc.cuda_graph)
             with phase("ebm_step"):
                 metrics.update(ebm_update(self, trace, self.prior.cat([z.detach() for z in zs])))
         return metrics
