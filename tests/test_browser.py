@@ -327,6 +327,10 @@ async () => {
       && i.getBoundingClientRect().width < 0.5 * i.naturalWidth)
     .map(i => `${i.getAttribute("src")} (${Math.round(i.getBoundingClientRect().width)} of ${i.naturalWidth} px)`)
     .slice(0, 10);
+  // A figure drawn by a cell must be a numbered figure with a caption (the cell's mystnb.figure metadata).
+  out.uncaptioned = Array.from(document.querySelectorAll(".cell_output img"))
+    .filter(i => { const f = i.closest("figure"); return !(f && f.querySelector("figcaption .caption-number")); })
+    .map(i => (i.getAttribute("src") || "").split("/").pop()).slice(0, 10);
   // A markdown table that was not turned into a <table> shows as text with a separator row: "| a | b |---|---|"
   // (Sphinx's smart quotes turn the dashes into em dashes). Code blocks and real tables are left out.
   const main = (document.querySelector("main") || document.body).cloneNode(true);
@@ -452,6 +456,8 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
             problems.append(f"undefined TeX macros shown in red: {info['undefinedMacros']}")
         if info["brokenImages"]:
             problems.append(f"images that did not load: {info['brokenImages']}")
+        if info["uncaptioned"]:
+            problems.append(f"figures without a numbered caption (add mystnb.figure to the cell): {info['uncaptioned']}")
         if info["rawTables"]:
             problems.append(f"markdown tables shown as text, not as tables: {info['rawTables']}")
         known = _KNOWN_WIDE_FIGURES.get(name, set())
