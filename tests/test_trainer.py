@@ -445,10 +445,12 @@ def test_load_or_train_trains_once_then_loads(tmp_path):
 _READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
 
 
-def test_training_reads_metrics_back_once_per_log_interval(monkeypatch):
+@pytest.mark.parametrize("preset", ["mnist_joint", "toy012_lebm", "mnist_conditional", "mnist_cond_joint"])
+def test_training_reads_metrics_back_once_per_log_interval(monkeypatch, preset):
     """Spy on every tensor-to-host read (``.item()``, ``float()``, ``bool()``, ``.cpu()``, ...) made by
     jebm_lite code during training: the learner, sampler and objectives make none, and the trainer
-    makes one per log interval (``_settle``), besides the checkpoint's copies of the state."""
+    makes one per log interval (``_settle``), besides the checkpoint's copies of the state. (The u-space
+    diffusion learner, which trains on a frozen base run, still reads its per-level gaps each step.)"""
     from jebm_lite.config import get_config
     from jebm_lite.training.learners import build_learner
 
@@ -467,9 +469,9 @@ def test_training_reads_metrics_back_once_per_log_interval(monkeypatch):
         return wrapper
 
     torch.manual_seed(0)
-    cfg = get_config("mnist_joint", profile="ci", overrides={
+    cfg = get_config(preset, profile="ci", overrides={
         "train.max_steps": 20, "train.log_every": 5, "train.ckpt_every": 20, "train.batch_size": 8,
-        "prior_langevin.steps": 5, "train.progress": False, "optim.fused": True})
+        "prior_langevin.steps": 5, "posterior_langevin.steps": 3, "train.progress": False, "optim.fused": True})
     learner = build_learner(cfg, "cpu")
     x = torch.rand(64, 1, 28, 28) * 2 - 1
     tr = Trainer(cfg, learner, x, None, device="cpu")

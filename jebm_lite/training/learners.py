@@ -337,8 +337,8 @@ class LEBMLearner(_CodeState, Learner):
         opt_g.step()
 
         return {
-            "loss": g_loss.item(),
-            "mse": float(((x_hat.detach() - x) ** 2).mean()),
+            "loss": g_loss.detach(),
+            "mse": ((x_hat.detach() - x) ** 2).mean(),
             **ebm_update(self, trace, z_post),
         }
 
@@ -444,9 +444,9 @@ class ConditionalLearner(_ConditionalCodes, Learner):
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         opt.step()
-        metrics = {"loss": loss.item(), "nll": parts["nll"].mean().item()}
+        metrics = {"loss": loss.detach(), "nll": parts["nll"].detach().mean()}
         for i, kl in enumerate(parts["kl"]):
-            metrics[f"kl/{i + 1}"] = kl.mean().item()
+            metrics[f"kl/{i + 1}"] = kl.detach().mean()
         return metrics
 
     # -- the LatentModel protocol (encode / decode: _ConditionalCodes) ---------------------------------
@@ -585,13 +585,13 @@ class CondJointLearner(_ConditionalCodes, Learner):
         zs_neg, _, trace = sample_prior_eps(self.model, self.energies, x.shape[0], lc.steps, lc.step_size,
                                             noise=lc.noise)
         opt_g, opt_e = self.optimizers["g"], self.optimizers["e"]
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Tensor | float] = {}  # 0-d device tensors: read back by the trainer once per interval
         if self.posterior_mode == "amortized":
             loss, info = self.amortized_loss(x, zs_neg)
             zs_pos, log_px, f_pos, f_neg = info["zs"], info["log_px"], info["f_pos"], info["f_neg"]
             lp_pos, lp_neg = info["lp_pos"], info["lp_neg"]
             for i in range(len(self.z_dims)):
-                metrics[f"kl/{i + 1}"] = float(info["kl"][:, i].mean())
+                metrics[f"kl/{i + 1}"] = info["kl"][:, i].detach().mean()
         else:
             post = self.langevin_posterior(x)
             zs_pos = list(torch.split(post.z, list(self.z_dims), dim=1))
@@ -605,9 +605,9 @@ class CondJointLearner(_ConditionalCodes, Learner):
             log_px, f_pos, f_neg = log_px_t.detach(), f_pos_t.detach(), f_neg_t.detach()
             lp_pos, lp_neg = lp_layers.sum(1).detach(), lp_neg_t.detach()
             for i in range(len(self.z_dims)):
-                metrics[f"log_pbeta/{i + 1}"] = float(lp_layers[:, i].detach().mean())
-            metrics["prior_loss"] = float(prior_loss.detach())
-            metrics["post_langevin/grad_norm"] = float(post.grad_norm[-1]) if len(post.grad_norm) else 0.0
+                metrics[f"log_pbeta/{i + 1}"] = lp_layers[:, i].detach().mean()
+            metrics["prior_loss"] = prior_loss.detach()
+            metrics["post_langevin/grad_norm"] = post.grad_norm[-1] if len(post.grad_norm) else 0.0
         opt_g.zero_grad(set_to_none=True)
         opt_e.zero_grad(set_to_none=True)
         loss.backward()
@@ -619,13 +619,13 @@ class CondJointLearner(_ConditionalCodes, Learner):
         opt_g.step()
         opt_e.step()
         with torch.no_grad():
-            mse = float(((self.model.decode(zs_pos[0]) - x) ** 2).mean())
+            mse = ((self.model.decode(zs_pos[0]) - x) ** 2).mean()
         metrics.update({
-            "loss": float(loss.detach()), "nll": float(-log_px.mean()), "mse": mse,
-            "e_loss": float(f_neg.mean() - f_pos.mean()),
-            "energy/prior": float(f_neg.mean()), "energy/post": float(f_pos.mean()),
-            "log_pbeta/prior": float(lp_neg.mean()), "log_pbeta/post": float(lp_pos.mean()),
-            "langevin/grad_norm": float(trace.grad_norm[-1]) if len(trace.grad_norm) else 0.0,
+            "loss": loss.detach(), "nll": (-log_px).mean(), "mse": mse,
+            "e_loss": f_neg.mean() - f_pos.mean(),
+            "energy/prior": f_neg.mean(), "energy/post": f_pos.mean(),
+            "log_pbeta/prior": lp_neg.mean(), "log_pbeta/post": lp_pos.mean(),
+            "langevin/grad_norm": trace.grad_norm[-1] if len(trace.grad_norm) else 0.0,
         })
         return metrics
 
