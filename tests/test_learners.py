@@ -166,13 +166,19 @@ def test_layered_learners_redraw_only_the_layers_asked(name):
     keeps every other layer of the state; the state decodes to images; the same generator seed gives the
     same redraw. A module without a layered state is refused with a message that says so."""
     from jebm_lite.analysis import hierarchy
-    from jebm_lite.training.learner import AmortizedPosterior, LayeredModel
+    from jebm_lite.analysis.longrun import long_run_chain
+    from jebm_lite.runtime import ConfigError
+    from jebm_lite.training.learner import AmortizedPosterior, JointPriorModel, LayeredModel
 
     torch.manual_seed(0)
     cfg = get_config(name, profile="ci", overrides=["prior_langevin.steps=3"])
     learner = build_learner(cfg, "cpu")
     assert isinstance(learner, LayeredModel)
     assert isinstance(learner, AmortizedPosterior) == (name in ("toy012_joint", "toy012_vlae"))
+    assert isinstance(learner, JointPriorModel) == name.startswith("toy012")
+    if not name.startswith("toy012"):  # the long-run chains of Fig. 8 need a joint EBM prior
+        with pytest.raises(ConfigError, match="needs a learner with a joint EBM prior"):
+            long_run_chain(learner, n=2, steps=2, record_every=1)
     assert learner.state_kind == ("eps" if "conditional" in name or "cond_" in name else "codes")
     assert hierarchy.is_conditional(learner) == (learner.state_kind == "eps")
     state = learner.sample_state(5, torch.Generator().manual_seed(1))

@@ -21,6 +21,7 @@ from torch import Tensor
 from jebm_lite.analysis.anomaly import eval_mode
 from jebm_lite.runtime import ConfigError
 from jebm_lite.sampling import sample_prior
+from jebm_lite.training.learner import JointPriorModel
 
 __all__ = ["LongRunResult", "long_run_chain", "saturation_fraction"]
 
@@ -88,12 +89,15 @@ def long_run_chain(
         ConfigError: the learner has no EBM (a VLAE prior is N(0, I), sampled exactly: nothing to test),
             or ``steps`` / ``record_every`` < 1.
     """
+    if not isinstance(learner, JointPriorModel):
+        raise ConfigError(f"long_run_chain needs a learner with a joint EBM prior (joint or LEBM); "
+                          f"{type(learner).__name__} has none")
     prior = learner.prior
     if prior.energy is None:
         raise ConfigError("long_run_chain needs an EBM prior (method joint or lebm); a VLAE prior is N(0, I).")
     if steps < 1 or record_every < 1 or n < 1:
         raise ConfigError(f"need n, steps and record_every >= 1 (got {n}, {steps}, {record_every})")
-    lc = learner.cfg.prior_langevin
+    lc = learner.prior_langevin
     s = lc.step_size if step_size is None else float(step_size)
     use_noise = lc.noise if noise is None else bool(noise)
     dev = learner.device

@@ -52,6 +52,20 @@ class AmortizedPosterior(Protocol):
 
 
 @runtime_checkable
+class JointPriorModel(LatentModel, Protocol):
+    """A learner whose prior is one :class:`~jebm_lite.models.ebm.JointEBMPrior` over all its layers
+    (paper Eq. 3): the joint prior, VLAE (f = 0) and the LEBM. ``prior`` is that prior (``prior.energy`` is
+    f_alpha, ``None`` for VLAE), ``prior_langevin`` the Langevin settings it was trained with
+    (:class:`~jebm_lite.config.LangevinConfig`); the long-run chains of paper Fig. 8 use only these and
+    ``decode``."""
+
+    prior: nn.Module
+
+    @property
+    def prior_langevin(self): ...
+
+
+@runtime_checkable
 class LayeredModel(LatentModel, Protocol):
     """A multi-layer :class:`LatentModel` whose layers can be redrawn one at a time (hierarchical sampling,
     paper Fig. 4; :mod:`jebm_lite.analysis.hierarchy` uses only this).

@@ -109,6 +109,11 @@ class _CodeState:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.generator.image_shape)
 
+    @property
+    def prior_langevin(self):
+        """The prior Langevin settings (``cfg.prior_langevin``; the JointPriorModel protocol)."""
+        return self.cfg.prior_langevin
+
     def _langevin_layers(self, zs: list[Tensor], layers: tuple[int, ...],
                          generator: torch.Generator | None = None) -> list[Tensor]:
         """Short-run Langevin on the layers ``layers`` of the joint EBM prior, the other layers held fixed:
