@@ -350,3 +350,146 @@ def test_paired_differences_pair_seeds_and_give_a_t_interval():
     assert rows[3]["ci_low"] == pytest.approx(7.0 - half) and rows[3]["ci_high"] == pytest.approx(7.0 + half)
     one = T.paired_differences(recs[:2])
     assert one[0]["ci_low"] is None and one[0]["diffs"] == [-1.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Chapter 4's verdicts: does the Tab. 1 claim hold? (paired over seeds)
+# ----------------------------------------------------------------------------------------------
+
+
+def _pairs(ds, joint_top, vlae_top, joint_low=(30.0, 50.0)):
+    """Records of both priors, one seed per pair of top-layer accuracies."""
+    recs = []
+    for s, (j, v) in enumerate(zip(joint_top, vlae_top)):
+        recs.append(_record(ds, "joint", s, [*joint_low, j]))
+        recs.append(_record(ds, "vlae", s, [35.0, 55.0, v]))
+    return recs
+
+
+def test_verdict_holds_when_the_paired_interval_is_above_zero():
+    recs = _pairs("mnist", [70.0, 72.0, 71.0], [60.0, 61.0, 59.0])
+    v = T.verdict(recs, "mnist")
+    assert v["outcome"] == "holds" and v["n_pairs"] == 3 and v["layer"] == 3 and v["seeds"] == [0, 1, 2]
+    assert v["diff"] == pytest.approx(11.0) and 0 < v["ci_low"] < 11.0 < v["ci_high"]
+    assert v["joint_rises"] and v["joint_means"] == pytest.approx([30.0, 50.0, 71.0])
+    assert v["paper_diff"] == pytest.approx(67.64 - 52.08)
+    assert v["text"].startswith("MNIST, 3 paired seeds: the claim holds") and "+11.0 points" in v["text"]
+    assert "paper +15.6" in v["text"] and "rises strictly from z1 to z3" in v["text"]
+    assert v["text"].endswith(".") and "\n" not in v["text"]
+
+
+def test_verdict_reversed_not_shown_and_the_rise():
+    rev = T.verdict(_pairs("fmnist", [50.0, 51.0, 52.0], [60.0, 62.0, 61.0], joint_low=(60.0, 40.0)), "fmnist")
+    assert rev["outcome"] == "reversed" and rev["ci_high"] < 0 and not rev["joint_rises"]
+    assert "the claim is reversed" in rev["text"] and "does not rise strictly" in rev["text"]
+    assert rev["text"].startswith("Fashion-MNIST, 3 paired seeds")
+    wide = T.verdict(_pairs("mnist", [70.0, 50.0, 62.0], [60.0, 60.0, 60.0]), "mnist")
+    assert wide["outcome"] == "not shown" and wide["ci_low"] < 0 < wide["ci_high"]
+    assert "includes 0" in wide["text"]
+    # the level is passed through
+    assert T.verdict(_pairs("mnist", [70.0, 72.0, 71.0], [60.0, 61.0, 59.0]), "mnist", level=0.99)["level"] == 0.99
+
+
+def test_verdict_with_fewer_than_two_seeds_says_it_cannot_test():
+    one = T.verdict(_pairs("mnist", [62.6], [64.3]), "mnist")
+    assert one["outcome"] == "untested" and one["n_pairs"] == 1 and one["ci_low"] is None
+    assert one["diff"] == pytest.approx(-1.7) and "cannot test" in one["text"] and "one paired seed" in one["text"]
+    # seed 1 of VLAE diverged: only seed 0 pairs
+    recs = _pairs("mnist", [62.6, 60.0], [64.3, 61.0])
+    recs[-1] = {**recs[-1], "accuracy": None}
+    assert T.verdict(recs, "mnist")["n_pairs"] == 1
+    lone = T.verdict([_record("mnist", "joint", 0, [30.0, 50.0, 70.0])], "mnist")
+    assert lone["outcome"] == "untested" and lone["n_pairs"] == 0 and lone["diff"] is None
+    assert "no paired seed" in lone["text"]
+    with pytest.raises(ValueError, match="svhn"):
+        T.verdict(recs, "svhn")
+    for v in (one, lone):
+        assert v["outcome"] in T.OUTCOMES
+
+
+def test_t_interval_and_comparison_rows():
+    m, lo, hi = T.t_interval([10.0, 4.0])
+    half = 12.706204736174707 * 18.0 ** 0.5 / 2 ** 0.5
+    assert (m, lo, hi) == (7.0, pytest.approx(7.0 - half), pytest.approx(7.0 + half))
+    assert T.t_interval([3.0]) == (3.0, None, None)
+    with pytest.raises(ValueError):
+        T.t_interval([])
+    recs = _pairs("mnist", [70.0, 72.0], [60.0, 62.0]) + [_record("fmnist", "joint", 0, [1.0, 2.0, 3.0])]
+    rows = T.comparison_rows(recs)
+    assert [(r["dataset"], r["layer"]) for r in rows] == [("mnist", 1), ("mnist", 2), ("mnist", 3)]  # fmnist: no VLAE
+    top = rows[-1]
+    assert top["joint_mean"] == 71.0 and top["vlae_mean"] == 61.0 and top["n_pairs"] == 2
+    assert top["diff_mean"] == 10.0 and top["ci_low"] is not None and top["joint_paper"] == pytest.approx(67.64)
+    assert top["paper_diff"] == pytest.approx(67.64 - 52.08) and top["n_layers"] == 3
+
+
+def _fig4_record(ds, method, seed, top_change, layers=3):
+    reading = {f"z{i + 1}": {"pixel_var": 0.01, "pixel_var_frac": 0.3, "class_change": 0.2} for i in range(layers)}
+    reading[f"z{layers}"] = {"pixel_var": 0.01, "pixel_var_frac": 0.5, "class_change": top_change}
+    reading["all"] = {"pixel_var": 0.02, "pixel_var_frac": 1.0, "class_change": 0.9}
+    return {"dataset": ds, "method": method, "seed": seed, "layers": layers,
+            "readings": {"resample": reading, "swap": reading}}
+
+
+def test_fig4_top_layer_contrast_pairs_seeds():
+    from jebm_lite.experiments import fig4
+
+    recs = [_fig4_record("mnist", "joint", s, c) for s, c in enumerate((0.80, 0.78, 0.82))]
+    recs += [_fig4_record("mnist", "vlae", s, c) for s, c in enumerate((0.60, 0.61, 0.59))]
+    hi = fig4.top_layer_contrast(recs, "mnist")
+    assert hi["outcome"] == "joint higher" and hi["n_pairs"] == 3 and hi["layer"] == "z3"
+    assert hi["diff"] == pytest.approx(20.0) and hi["joint"] == pytest.approx(80.0) and hi["ci_low"] > 0
+    assert "controls more" in hi["text"] and hi["text"].startswith("MNIST, 3 paired seeds")
+    swapped = [{**r, "method": "vlae" if r["method"] == "joint" else "joint"} for r in recs]
+    assert fig4.top_layer_contrast(swapped, "mnist", reading="swap")["outcome"] == "joint lower"
+    noisy = [_fig4_record("mnist", "joint", s, c) for s, c in enumerate((0.9, 0.5, 0.7))]
+    noisy += [_fig4_record("mnist", "vlae", s, 0.7) for s in range(3)]
+    assert fig4.top_layer_contrast(noisy, "mnist")["outcome"] == "no difference shown"
+    one = fig4.top_layer_contrast(recs[:1] + recs[3:4], "mnist", measure="pixel_var_frac")
+    assert one["outcome"] == "untested" and one["diff"] == pytest.approx(0.0) and "cannot test" in one["text"]
+    assert fig4.top_layer_contrast(recs[:3], "mnist")["n_pairs"] == 0
+    with pytest.raises(ValueError, match="reading"):
+        fig4.top_layer_contrast(recs, "mnist", reading="gibbs")
+    with pytest.raises(ValueError, match="measure"):
+        fig4.top_layer_contrast(recs, "mnist", measure="fid")
+    with pytest.raises(ValueError, match="fmnist"):
+        fig4.top_layer_contrast(recs, "fmnist")
+
+
+def test_fig4_summarise_means_over_seeds():
+    from jebm_lite.experiments import fig4
+
+    recs = [_fig4_record("mnist", "joint", s, c) for s, c in enumerate((0.8, 0.6))]
+    rows = fig4.layer_rows(recs)
+    assert len(rows) == 2 * 2 * 4 and {r["layer"] for r in rows} == {"z1", "z2", "z3", "all"}
+    summ = {(r["reading"], r["layer"]): r for r in fig4.summarise(recs)}
+    top = summ[("resample", "z3")]
+    assert top["n_seeds"] == 2 and top["class_change_mean"] == pytest.approx(0.7)
+    assert top["class_change_std"] == pytest.approx(0.1414213, rel=1e-5) and top["pixel_var_frac_mean"] == 0.5
+
+
+def test_layer_grids_share_contexts_and_donors_across_layers():
+    from jebm_lite.analysis import viz
+
+    learner = _learner("mnist_joint")
+    g = torch.Generator().manual_seed(0)
+    state = H.sample_state(learner, 2, g)
+    donors = H.sample_state(learner, 3, g)
+    swap = H.layer_grids(learner, "swap", state=state, donors=donors)
+    assert set(swap) == {0, 1, 2} and all(x.shape == (2 * 4, 1, 28, 28) for x in swap.values())
+    for i in range(3):  # the same contexts in the first column; the swap panels are swap_grid's
+        assert torch.allclose(swap[i].reshape(2, 4, 1, 28, 28)[:, 0], swap[0].reshape(2, 4, 1, 28, 28)[:, 0])
+        assert torch.allclose(swap[i], H.swap_grid(learner, (i,), state=state, donors=donors, include_context=True))
+    redraw = H.layer_grids(learner, "resample", n_resamples=3, state=state, generator=g)
+    assert all(x.shape == (2 * 4, 1, 28, 28) for x in redraw.values())
+    assert torch.allclose(redraw[2].reshape(2, 4, 1, 28, 28)[:, 0], swap[0].reshape(2, 4, 1, 28, 28)[:, 0])
+    with pytest.raises(ValueError, match="reading"):
+        H.layer_grids(learner, "gibbs")
+    fig = viz.show_panel_rows({"joint": {f"z{i + 1}": x for i, x in swap.items()},
+                               "VLAE": {"z1": swap[0]}}, nrow=4, mark_first_column=True)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == ["joint: z1", "joint: z2", "joint: z3", "VLAE: z1"] and titles[4:] == ["", ""]
+    assert fig.get_size_inches()[0] == pytest.approx(3 * 3.6)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

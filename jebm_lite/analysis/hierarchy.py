@@ -43,6 +43,7 @@ __all__ = [
     "decode_state",
     "resample_grid",
     "swap_grid",
+    "layer_grids",
     "resample_stats",
     "layer_sweep",
     "sweep_class_changes",
@@ -220,6 +221,39 @@ def swap_grid(
     if include_context:
         x = torch.cat([decode_state(learner, state)[:, None], x], dim=1)
     return x.reshape(-1, *x.shape[2:])
+
+
+@torch.no_grad()
+def layer_grids(
+    learner: nn.Module,
+    reading: str = "resample",
+    n_contexts: int = 4,
+    n_resamples: int = 6,
+    generator: torch.Generator | None = None,
+    state: Sequence[Tensor] | None = None,
+    donors: Sequence[Tensor] | None = None,
+) -> dict[int, Tensor]:
+    """Paper Fig. 4 for every layer of an architectural hierarchy, on the same contexts: layer index ->
+    :func:`resample_grid` (``reading="resample"``: z_i redrawn from its conditional) or :func:`swap_grid`
+    (``"swap"``: z_i copied from ``n_resamples`` donor samples, the same donors for every layer), each row
+    starting with the context's own image (``include_context``), so ``nrow = n_resamples + 1``.
+
+    ``state`` / ``donors`` default to fresh :func:`sample_state` draws from ``generator``.
+    """
+    if reading not in ("resample", "swap"):
+        raise ValueError(f"reading must be 'resample' or 'swap', not {reading!r}")
+    if state is None:
+        state = sample_state(learner, n_contexts, generator)
+    if reading == "swap" and donors is None:
+        donors = sample_state(learner, n_resamples, generator)
+    out = {}
+    for i in range(len(state)):
+        if reading == "swap":
+            out[i] = swap_grid(learner, (i,), state=state, donors=donors, include_context=True)
+        else:
+            out[i] = resample_grid(learner, (i,), n_resamples=n_resamples, state=state, generator=generator,
+                                   include_context=True)
+    return out
 
 
 def learner_image_shape(learner: nn.Module) -> tuple[int, int, int]:

@@ -345,6 +345,41 @@ def show_panels(panels: dict[str, Tensor], nrow: int, suptitle: str | None = Non
     return fig
 
 
+def show_panel_rows(rows: dict[str, dict[str, Tensor]], nrow: int, suptitle: str | None = None,
+                    panel_width: float = 3.6, mark_first_column: bool = False) -> plt.Figure:
+    """Image grids in a table of panels: one figure row per outer key (e.g. a model), one column per inner
+    key (e.g. a layer); each panel is titled ``"<row>: <column>"``.
+
+    Args:
+        rows: row title -> {column title -> images ``(R * nrow, C, H, W)`` in [-1, 1], rows first}.
+        nrow: images per row of every grid.
+        mark_first_column: draw a line after the first image column (the context of a
+            ``hierarchy.layer_grids`` panel).
+    """
+    n_rows = len(rows)
+    n_cols = max(len(c) for c in rows.values())
+    first = next(iter(next(iter(rows.values())).values()))
+    img_rows = int(np.ceil(first.shape[0] / nrow))
+    h, w = first.shape[-2:]
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
+                             figsize=(panel_width * n_cols, n_rows * (panel_width * img_rows * h / (nrow * w) + 0.45)))
+    for r, (row_title, panels) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            if c >= len(panels):
+                ax.set_axis_off()
+                continue
+            col_title, x = list(panels.items())[c]
+            show_grid(x, nrow, title=f"{row_title}: {col_title}", ax=ax)
+            ax.title.set_fontsize(10)
+            if mark_first_column:
+                ax.axvline(w + 1, color=ACCENT_COLOR, linewidth=1.5)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
 def plot_per_layer(ax: plt.Axes, values: Sequence[float], labels: Sequence[str] | None = None,
                    ylabel: str | None = None, title: str | None = None, colors: Sequence[str] | None = None,
                    fmt: str | None = "{:.2f}", reference: Sequence[float] | None = None,

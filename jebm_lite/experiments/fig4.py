@@ -33,16 +33,19 @@ from jebm_lite.analysis.metrics import digit_classifier
 from jebm_lite.experiments.latent_table import (
     DATASETS,
     DEFAULT_DATASETS,
+    DISPLAY_NAMES,
     METHODS,
     RECIPES,
     cell_config,
     cell_run,
+    t_interval,
 )
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import get_device, get_profile, git_commit, seed_everything
 from jebm_lite.training.rundir import load_records, provenance, stored_record
 
 READINGS = ("resample", "swap")
+MEASURES = ("pixel_var_frac", "class_change")
 
 
 def result_path(results_dir: str | Path, dataset: str, method: str, seed: int, profile: str) -> Path:
@@ -93,6 +96,110 @@ def run_cell(dataset: str, method: str, seed: int, profile: str | None = None, r
 
 def load_results(results_dir: str | Path, profile: str | None = None) -> list[dict[str, Any]]:
     return load_records(results_dir, lambda r: (r["dataset"], r["method"], r["seed"]), profile)
+
+
+def layer_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (record, reading, layer): ``{"dataset", "method", "seed", "reading", "layer" ("z1" ...
+    "all"), "pixel_var_frac", "class_change"}``, ready for a DataFrame."""
+    out = []
+    for r in records:
+        for reading, layers in r["readings"].items():
+            for layer, v in layers.items():
+                out.append({"dataset": r["dataset"], "method": r["method"], "seed": r["seed"], "reading": reading,
+                            "layer": layer, **{m: v.get(m) for m in MEASURES}})
+    return out
+
+
+def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std over seeds per (dataset, method, reading, layer): ``{"dataset", "method", "reading",
+    "layer", "n_seeds", "<measure>_mean", "<measure>_std"}`` for each of :data:`MEASURES` (std NaN with one
+    seed; a measure missing from a record, e.g. ``class_change`` without a classifier, is left out)."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in layer_rows(records):
+        groups.setdefault((row["dataset"], row["method"], row["reading"], row["layer"]), []).append(row)
+    out = []
+    for (ds, me, reading, layer), rows in sorted(groups.items()):
+        entry: dict[str, Any] = {"dataset": ds, "method": me, "reading": reading, "layer": layer, "n_seeds": len(rows)}
+        for m in MEASURES:
+            vals = [r[m] for r in rows if r[m] is not None]
+            entry[f"{m}_mean"] = statistics.fmean(vals) if vals else None
+            entry[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else float("nan")
+        out.append(entry)
+    return out
+
+
+def top_layer_contrast(records: Sequence[dict[str, Any]], dataset: str, reading: str = "resample",
+                       measure: str = "class_change", level: float = 0.95) -> dict[str, Any]:
+    """Joint prior vs VLAE at the top layer of ``dataset``, paired over seeds: how much more often does
+    redrawing z_L change the class under the joint prior (``measure="class_change"``; or the pixel-variance
+    share, ``"pixel_var_frac"``)?
+
+    The per-seed difference joint - VLAE (percentage points, i.e. the measure x 100) over the seeds where both
+    records exist, with a Student-t interval at ``level``
+    (:func:`~jebm_lite.experiments.latent_table.t_interval`). ``outcome``: ``"joint higher"`` (interval above
+    0), ``"joint lower"`` (below 0), ``"no difference shown"`` (containing 0) or ``"untested"`` (fewer than two
+    paired seeds).
+
+    Returns ``{"dataset", "reading", "measure", "layer" ("z<L>"), "joint", "vlae" (means over the paired
+    seeds, percent), "diffs", "seeds", "diff", "ci_low", "ci_high", "n_pairs", "level", "outcome", "text"}``.
+
+    Raises:
+        ValueError: an unknown ``reading`` or ``measure``, or no record of ``dataset``.
+    """
+    if reading not in READINGS:
+        raise ValueError(f"reading {reading!r} is not one of {', '.join(READINGS)}")
+    if measure not in MEASURES:
+        raise ValueError(f"measure {measure!r} is not one of {', '.join(MEASURES)}")
+    recs = [r for r in records if r["dataset"] == dataset]
+    if not recs:
+        raise ValueError(f"no Fig. 4 record for dataset {dataset!r}")
+    top = f"z{max(r['layers'] for r in recs)}"
+    by: dict[int, dict[str, float]] = {}
+    for r in recs:
+        v = r["readings"][reading][top].get(measure)
+        if v is not None:
+            by.setdefault(r["seed"], {})[r["method"]] = 100.0 * v
+    seeds = sorted(s for s, m in by.items() if set(METHODS) <= set(m))
+    joint = [by[s]["joint"] for s in seeds]
+    vlae = [by[s]["vlae"] for s in seeds]
+    diffs = [a - b for a, b in zip(joint, vlae)]
+    diff = lo = hi = None
+    if diffs:
+        diff, lo, hi = t_interval(diffs, level)
+    n = len(diffs)
+    if n < 2:
+        outcome = "untested"
+    elif lo > 0:
+        outcome = "joint higher"
+    elif hi < 0:
+        outcome = "joint lower"
+    else:
+        outcome = "no difference shown"
+    name = DISPLAY_NAMES.get(dataset, dataset)
+    what = "changes the class in" if measure == "class_change" else "produces"
+    how = "redrawing" if reading == "resample" else "swapping"
+    unit = (f"of the {'redraws' if reading == 'resample' else 'swaps'}" if measure == "class_change"
+            else "of the pixel variance")
+    seeds_txt = {0: "no paired seed", 1: "one paired seed"}.get(n, f"{n} paired seeds")
+    if n == 0:
+        text = f"{name}: no seed has Fig. 4 records of both priors."
+    else:
+        j, v = sum(joint) / n, sum(vlae) / n
+        text = (f"{name}, {seeds_txt}: {how} the top layer {top} {what} {j:.1f} % {unit} under the joint prior "
+                f"and {v:.1f} % under VLAE, a difference of {diff:+.1f} points")
+        if outcome == "untested":
+            text += " that one seed cannot test."
+        else:
+            ci = f"{100 * level:g} % CI {lo:+.1f} to {hi:+.1f}"
+            text += {"joint higher": f" ({ci}): the joint prior's top layer controls more.",
+                     "joint lower": f" ({ci}): the joint prior's top layer controls less.",
+                     "no difference shown": f", and the {ci} includes 0."}[outcome]
+    return {"dataset": dataset, "reading": reading, "measure": measure, "layer": top,
+            "joint": sum(joint) / n if n else None, "vlae": sum(vlae) / n if n else None, "diffs": diffs,
+            "seeds": seeds, "diff": diff, "ci_low": lo, "ci_high": hi, "n_pairs": n, "level": level,
+            "outcome": outcome, "text": text}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -223,6 +223,20 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
+    """``(mean, low, high)``: the mean of ``values`` and its two-sided Student-t confidence interval at ``level``
+    (``low``, ``high`` None with fewer than 2 values). Used for per-seed paired differences."""
+    from scipy import stats
+
+    if not values:
+        raise ValueError("t_interval needs at least one value")
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, None, None
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1)) * statistics.stdev(values) / len(values) ** 0.5
+    return m, m - half, m + half
+
+
 def paired_differences(records: Iterable[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
     """Joint minus VLAE per seed and layer, for the seeds where both finished, with a t confidence interval.
 
@@ -231,8 +245,6 @@ def paired_differences(records: Iterable[dict[str, Any]], level: float = 0.95) -
     layer): ``{"dataset", "layer", "diffs" (per seed, percentage points), "seeds", "mean", "ci_low",
     "ci_high", "level"}`` (``ci_*`` None with fewer than 2 seeds).
     """
-    from scipy import stats
-
     by: dict[tuple[str, int], dict[str, list[float]]] = {}
     for r in records:
         if r.get("accuracy") is not None:
@@ -247,12 +259,7 @@ def paired_differences(records: Iterable[dict[str, Any]], level: float = 0.95) -
             row["seeds"].append(seed)
     out = []
     for row in rows.values():
-        d = row["diffs"]
-        m = statistics.fmean(d)
-        lo = hi = None
-        if len(d) > 1:
-            half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
-            lo, hi = m - half, m + half
+        m, lo, hi = t_interval(row["diffs"], level)
         out.append({**row, "mean": m, "ci_low": lo, "ci_high": hi, "level": level})
     return out
 
@@ -266,6 +273,121 @@ def rises_bottom_to_top(rows: Sequence[dict[str, Any]], dataset: str, method: st
     """True if the mean accuracy of (dataset, method) increases strictly from z_1 to z_L."""
     return strictly_rising([r["mean"] for r in sorted(
         (r for r in rows if r["dataset"] == dataset and r["method"] == method), key=lambda r: r["layer"])])
+
+
+DISPLAY_NAMES = {"mnist": "MNIST", "fmnist": "Fashion-MNIST", "svhn": "SVHN"}
+"""Table row -> the data set's name in reading text."""
+
+OUTCOMES = ("holds", "reversed", "not shown", "untested")
+"""The verdicts of :func:`verdict`: the paired CI of joint - VLAE at the top layer above 0, below 0, across 0,
+or fewer than two paired seeds."""
+
+
+def comparison_rows(records: Iterable[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
+    """Tab. 1 with the paper beside it: one row per (dataset, layer) that has records of both priors.
+
+    Returns ``{"dataset", "layer", "n_layers", "joint_mean", "joint_std", "joint_n", "joint_paper", "vlae_mean",
+    "vlae_std", "vlae_n", "vlae_paper", "diff_mean", "ci_low", "ci_high", "n_pairs", "paper_diff", "level"}``
+    (percent / percentage points; ``*_std`` NaN with one seed; ``diff_mean`` and the CI are the paired
+    per-seed differences joint - VLAE of :func:`paired_differences`, None without a paired seed; ``*_paper``
+    None where the paper has no number).
+    """
+    records = list(records)
+    summ = {(r["dataset"], r["method"], r["layer"]): r for r in summarise(records)}
+    pairs = {(p["dataset"], p["layer"]): p for p in paired_differences(records, level)}
+    out = []
+    for ds, layer in sorted({(d, la) for d, _, la in summ}, key=lambda k: (list(DATASETS).index(k[0]), k[1])):
+        j, v = summ.get((ds, "joint", layer)), summ.get((ds, "vlae", layer))
+        if j is None or v is None:
+            continue
+        p = pairs.get((ds, layer))
+        out.append({
+            "dataset": ds, "layer": layer, "n_layers": max(la for d, _, la in summ if d == ds),
+            "joint_mean": j["mean"], "joint_std": j["std"], "joint_n": j["n_seeds"], "joint_paper": j["paper"],
+            "vlae_mean": v["mean"], "vlae_std": v["std"], "vlae_n": v["n_seeds"], "vlae_paper": v["paper"],
+            "diff_mean": None if p is None else p["mean"],
+            "ci_low": None if p is None else p["ci_low"], "ci_high": None if p is None else p["ci_high"],
+            "n_pairs": 0 if p is None else len(p["diffs"]),
+            "paper_diff": None if j["paper"] is None or v["paper"] is None else j["paper"] - v["paper"],
+            "level": level,
+        })
+    return out
+
+
+def _seeds(n: int) -> str:
+    return {0: "no paired seed", 1: "one paired seed"}.get(n, f"{n} paired seeds")
+
+
+def verdict(records: Iterable[dict[str, Any]], dataset: str, level: float = 0.95) -> dict[str, Any]:
+    """Does the paper's Tab. 1 claim hold on ``dataset``? Judged from the result records alone.
+
+    The claim: the joint prior's top layer is more predictive of the class than VLAE's. The test is the paired
+    per-seed difference joint - VLAE of the top layer's accuracy (:func:`paired_differences`, a Student-t
+    interval at ``level``): interval above 0 -> ``"holds"``; below 0 -> ``"reversed"``; containing 0 ->
+    ``"not shown"``; fewer than two seeds with both priors finished -> ``"untested"`` (the difference cannot be
+    tested). Also reported: whether the joint prior's mean accuracy rises strictly from z_1 to z_L (the
+    paper's other reading of Tab. 1), which is a description of the means, not a test.
+
+    Returns ``{"dataset", "layer" (the top layer, 1-based), "outcome" (one of :data:`OUTCOMES`), "n_pairs",
+    "seeds", "diff" (mean paired difference, points; None without a pair), "ci_low", "ci_high", "level",
+    "paper_diff", "joint_rises" (bool), "joint_means", "vlae_means" (per layer, bottom to top), "text"}``;
+    ``text`` is one sentence for the reader.
+
+    Raises:
+        ValueError: no record of ``dataset`` has accuracies.
+    """
+    recs = [r for r in records if r["dataset"] == dataset]
+    rows = summarise(recs)
+    if not rows:
+        raise ValueError(f"no finished result record for dataset {dataset!r}")
+    means = {me: [r["mean"] for r in sorted((r for r in rows if r["method"] == me), key=lambda r: r["layer"])]
+             for me in METHODS}
+    top = max(r["layer"] for r in rows)
+    pair = next((p for p in paired_differences(recs, level) if p["layer"] == top), None)
+    n = 0 if pair is None else len(pair["diffs"])
+    diff = None if pair is None else pair["mean"]
+    lo = None if pair is None else pair["ci_low"]
+    hi = None if pair is None else pair["ci_high"]
+    if n < 2:
+        outcome = "untested"
+    elif lo > 0:
+        outcome = "holds"
+    elif hi < 0:
+        outcome = "reversed"
+    else:
+        outcome = "not shown"
+    paper = PAPER.get((dataset, "joint")), PAPER.get((dataset, "vlae"))
+    paper_diff = None if None in paper else paper[0][-1] - paper[1][-1]
+    rises = len(means["joint"]) > 1 and strictly_rising(means["joint"])
+
+    name = DISPLAY_NAMES.get(dataset, dataset)
+    zt = f"z{top}"
+    pct = f"{100 * level:g} %"
+    paper_txt = "" if paper_diff is None else f"paper {paper_diff:+.1f}"
+    if n == 0:
+        core = "no seed has both priors finished, so the top-layer difference cannot be measured"
+    elif outcome == "untested":
+        paren = f" ({paper_txt})" if paper_txt else ""
+        core = (f"the joint prior's top layer ({zt}) is {diff:+.1f} points from VLAE's{paren}, a difference "
+                f"that one seed cannot test")
+    elif outcome in ("holds", "reversed"):
+        verb = "holds, the joint prior's top layer ({}) beats" if outcome == "holds" else \
+            "is reversed, the joint prior's top layer ({}) trails"
+        paren = f"; {paper_txt}" if paper_txt else ""
+        core = (f"the claim {verb.format(zt)} VLAE's by {diff:+.1f} points ({pct} CI {lo:+.1f} to {hi:+.1f}"
+                f"{paren})")
+    else:
+        paren = f" ({paper_txt})" if paper_txt else ""
+        core = (f"the claim is not shown, the joint prior's top layer ({zt}) differs from VLAE's by {diff:+.1f} "
+                f"points{paren}, and the {pct} CI, {lo:+.1f} to {hi:+.1f}, includes 0")
+    if means["joint"]:
+        rise = "rises" if rises else "does not rise"
+        core += f"; the joint prior's mean accuracy {rise} strictly from z1 to {zt}"
+    text = f"{name}, {_seeds(n)}: {core}."
+    return {"dataset": dataset, "layer": top, "outcome": outcome, "n_pairs": n,
+            "seeds": [] if pair is None else list(pair["seeds"]), "diff": diff, "ci_low": lo, "ci_high": hi,
+            "level": level, "paper_diff": paper_diff, "joint_rises": rises, "joint_means": means["joint"],
+            "vlae_means": means["vlae"], "text": text}
 
 
 def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
