@@ -18,7 +18,6 @@ For each preset, one ``learner.train_step`` at the `full` profile's batch size o
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.run import environment  # noqa: E402
+from benchmarks.run import dated, environment, save  # noqa: E402
 from jebm_lite.config import get_config  # noqa: E402
 
 #: The presets a reader trains in the `full` profile, by chapter.
@@ -63,10 +62,10 @@ def measure(preset: str, batch: int | None = None) -> dict[str, Any]:
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         try:
-            key = t.untyped_storage().data_ptr()
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        except RuntimeError:  # a tensor without storage (e.g. a wrapper subclass)
-            pass
+            storage = t.untyped_storage()
+        except RuntimeError:  # a tensor without storage (a wrapper subclass): nothing of its own to count
+            return t
+        seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -93,10 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         rec = measure(p)
         out["records"].append(rec)
         print(json.dumps(rec), flush=True)
-    path = a.out or REPO / "benchmarks" / "results" / f"memory-{datetime.date.today().isoformat()}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"written: {path}")
+    save(out, a.out or dated("memory"))
     return out
 
 

@@ -26,8 +26,6 @@ seeds. Wall time per iteration is recorded too (the benchmark proper is ``benchm
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.run import environment  # noqa: E402
+from benchmarks.run import dated, environment, save  # noqa: E402
 from jebm_lite.io import read_jsonl, temp_dir  # noqa: E402
 from jebm_lite.runtime import bf16_native  # noqa: E402
 
@@ -119,10 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: loss windows within {d['loss_rel']:.3%}, probe within {d['acc_points']:.2f} points "
               f"-> {'passes' if out['variants'][name]['passes'] else 'FAILS'}", flush=True)
     print(f"seed drift: loss {drift['loss_rel']:.3%}, probe {drift['acc_points']:.2f} points")
-    path = a.out or REPO / "benchmarks" / "results" / f"numerics-cpu-{datetime.date.today().isoformat()}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"written: {path}")
+    save(out, a.out or dated("numerics-cpu"))
     return out
 
 

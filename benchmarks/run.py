@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -47,6 +46,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/run.py` works too
     sys.path.insert(0, str(REPO))
 
 from jebm_lite.config import get_config  # noqa: E402
+from jebm_lite.io import write_json_atomic  # noqa: E402
 from jebm_lite.models.ebm import JointEBMPrior  # noqa: E402
 from jebm_lite.models.hierarchical import PRESETS as MODEL_PRESETS  # noqa: E402
 from jebm_lite.runtime import bf16_native, git_commit  # noqa: E402
@@ -320,8 +320,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def save(result: dict, path: Path) -> Path:
+    """Write a benchmark's JSON record atomically (:func:`jebm_lite.io.write_json_atomic`) and say where."""
+    write_json_atomic(path, result)
+    print(f"written: {path}")
+    return path
+
+
+def dated(stem: str) -> Path:
+    """``benchmarks/results/<stem>-<today>.json``."""
+    return REPO / "benchmarks" / "results" / f"{stem}-{datetime.date.today().isoformat()}.json"
+
+
 def default_out(device: torch.device) -> Path:
-    return REPO / "benchmarks" / "results" / f"{device.type}-{datetime.date.today().isoformat()}.json"
+    return dated(device.type)
 
 
 def _ints(text: str) -> list[int]:
@@ -424,12 +436,9 @@ def main(argv: list[str] | None = None) -> dict:
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     if hasattr(os, "getloadavg"):
         result["environment"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = a.out or default_out(device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
     print()
     print(markdown(result))
-    print(f"written: {out}")
+    save(result, a.out or default_out(device))
     return result
 
 

@@ -96,8 +96,8 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
         for line in Path(cpuinfo).read_text().splitlines():
             if line.startswith(("flags", "Features")):
                 return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    except OSError:  # no /proc/cpuinfo (macOS, Windows, a sandbox): no flags known, so bf16 counts as not native
+        return frozenset()
     return frozenset()
 
 

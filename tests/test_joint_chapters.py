@@ -110,8 +110,8 @@ class _SignLearner(nn.Module):
 
     decode_state = decode
 
-    def encode(self, x):
-        raise NotImplementedError
+    def encode(self, x):  # part of the protocol; the unit sweep never encodes images
+        raise NotImplementedError("the _SignLearner test double has no images to encode")
 
     def sample_latents(self, n):
         return self.sample_state(n)

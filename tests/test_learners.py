@@ -187,7 +187,7 @@ def test_layered_learners_redraw_only_the_layers_asked(name):
     new = hierarchy.resample_layers(learner, state, [-1], torch.Generator().manual_seed(2))
     again = hierarchy.resample_layers(learner, state, [top], torch.Generator().manual_seed(2))
     for i in range(top):
-        assert torch.equal(new[i], state[i]), i
+        assert torch.equal(new[i], state[i]), i  # exact: a kept layer is copied, never recomputed
     assert not torch.allclose(new[top], state[top])
     torch.testing.assert_close(new[top], again[top])
     assert hierarchy.decode_state(learner, new).shape == (5, *learner.image_shape)

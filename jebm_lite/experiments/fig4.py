@@ -38,6 +38,7 @@ from jebm_lite.experiments.latent_table import (
     RECIPES,
     cell_config,
     cell_run,
+    interval_side,
     t_interval,
 )
 from jebm_lite.io import write_json_atomic
@@ -169,14 +170,8 @@ def top_layer_contrast(records: Sequence[dict[str, Any]], dataset: str, reading:
     if diffs:
         diff, lo, hi = t_interval(diffs, level)
     n = len(diffs)
-    if n < 2:
-        outcome = "untested"
-    elif lo > 0:
-        outcome = "joint higher"
-    elif hi < 0:
-        outcome = "joint lower"
-    else:
-        outcome = "no difference shown"
+    outcome = {"untested": "untested", "above": "joint higher", "below": "joint lower",
+               "includes 0": "no difference shown"}[interval_side(n, lo, hi)]
     name = DISPLAY_NAMES.get(dataset, dataset)
     what = "changes the class in" if measure == "class_change" else "produces"
     how = "redrawing" if reading == "resample" else "swapping"

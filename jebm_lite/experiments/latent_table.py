@@ -237,6 +237,14 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return m, m - half, m + half
 
 
+def interval_side(n: int, low: float | None, high: float | None) -> str:
+    """Where a confidence interval of ``n`` paired differences lies: ``"untested"`` (fewer than 2),
+    ``"above"`` / ``"below"`` 0 (excluding it), or ``"includes 0"``."""
+    if n < 2 or low is None or high is None:
+        return "untested"
+    return "above" if low > 0 else "below" if high < 0 else "includes 0"
+
+
 def paired_differences(records: Iterable[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
     """Joint minus VLAE per seed and layer, for the seeds where both finished, with a t confidence interval.
 
@@ -348,14 +356,8 @@ def verdict(records: Iterable[dict[str, Any]], dataset: str, level: float = 0.95
     diff = None if pair is None else pair["mean"]
     lo = None if pair is None else pair["ci_low"]
     hi = None if pair is None else pair["ci_high"]
-    if n < 2:
-        outcome = "untested"
-    elif lo > 0:
-        outcome = "holds"
-    elif hi < 0:
-        outcome = "reversed"
-    else:
-        outcome = "not shown"
+    outcome = {"untested": "untested", "above": "holds", "below": "reversed",
+               "includes 0": "not shown"}[interval_side(n, lo, hi)]
     paper = PAPER.get((dataset, "joint")), PAPER.get((dataset, "vlae"))
     paper_diff = None if None in paper else paper[0][-1] - paper[1][-1]
     rises = len(means["joint"]) > 1 and strictly_rising(means["joint"])
