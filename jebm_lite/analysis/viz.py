@@ -108,8 +108,12 @@ def scatter_codes(ax: plt.Axes, z: Tensor, kind: str = "posterior", label: str |
 
 
 def plot_history(history: Sequence[dict], keys: Sequence[str], smooth: int = 20,
-                 axes: Sequence[plt.Axes] | None = None, title: str | None = None) -> plt.Figure:
-    """Plot metrics from a trainer history (one panel per key, moving-average smoothed)."""
+                 axes: Sequence[plt.Axes] | None = None, title: str | None = None,
+                 color: str | None = None, label: str | None = None) -> plt.Figure:
+    """Plot metrics from a trainer history (one panel per key, moving-average smoothed).
+
+    With ``color`` / ``label`` only the smoothed curve is drawn, in that colour and with that legend label, so
+    that several runs can share the same axes (call once per run)."""
     rows = [h for h in history if "event" not in h]
     if axes is None:
         fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6))
@@ -123,8 +127,9 @@ def plot_history(history: Sequence[dict], keys: Sequence[str], smooth: int = 20,
             continue
         k = max(1, min(smooth, len(vals) // 5 or 1))
         sm = np.convolve(vals, np.ones(k) / k, mode="valid")
-        ax.plot(steps, vals, alpha=0.25, color="gray")
-        ax.plot(steps[k - 1:], sm, color=ACCENT_COLOR)
+        if color is None:
+            ax.plot(steps, vals, alpha=0.25, color="gray")
+        ax.plot(steps[k - 1:], sm, color=color or ACCENT_COLOR, label=label)
         ax.set_title(key)
         ax.set_xlabel("iteration")
     if title:
