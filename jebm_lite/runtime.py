@@ -218,7 +218,9 @@ class RunCard:
         return d
 
     def render(self) -> str:
-        wall = "running" if self.wall_time_s is None else f"{self.wall_time_s:.1f} s"
+        # before finish(): the card printed at the top of a chapter points to the final one (a stored notebook
+        # shows both, and a stored card should not say "running")
+        wall = "in the final run card" if self.wall_time_s is None else f"{self.wall_time_s:.1f} s"
         rows = [
             ("chapter", self.title),
             ("profile", self.profile),

@@ -158,7 +158,7 @@ def test_start_run_card(no_env, capsys):
         "11",
     ):
         assert word in text, word
-    assert card.commit and card.wall_time_s is None and "running" in text
+    assert card.commit and card.wall_time_s is None and "in the final run card" in text and "running" not in text
 
     card.finish()
     assert card.wall_time_s is not None and card.wall_time_s >= 0
