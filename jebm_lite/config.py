@@ -68,6 +68,10 @@ class ModelConfig:
     # method cond_joint only: "amortized" (q(z|x) + prior Langevin, ICCV-style variational learning) or
     # "langevin" (posterior and prior Langevin, no inference net: the hje joint-training script)
     posterior: str = "amortized"
+    # method conditional only: the top-down path of the conditional hierarchy. "markov": z_L -> ... -> z_1 -> x,
+    # only z_1 reaches the decoder (the book's model); "deterministic": a deterministic top-down state
+    # d_i = MLP([z_i, d_{i+1}]) carries every layer to the decoder, which reads d_1 (the BIVA / LVAE code)
+    topdown: str = "markov"
 
 
 @dataclass
@@ -343,6 +347,11 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.model.posterior not in POSTERIORS:
         raise ConfigError(f"model.posterior={cfg.model.posterior!r} is not one of {', '.join(POSTERIORS)} "
                           "(method cond_joint: model.posterior=amortized or model.posterior=langevin)")
+    if cfg.model.topdown not in TOPDOWNS:
+        raise ConfigError(f"model.topdown={cfg.model.topdown!r} is not one of {', '.join(TOPDOWNS)}")
+    if cfg.model.topdown != "markov" and cfg.method != "conditional":
+        raise ConfigError(f"model.topdown={cfg.model.topdown!r} is implemented for method 'conditional' only, not "
+                          f"{cfg.method!r}; set model.topdown=markov")
     if cfg.train.ckpt_every < 1 or cfg.train.log_every < 1:
         raise ConfigError("train.ckpt_every and train.log_every must be >= 1")
     if cfg.data.hold_out is not None and (cfg.data.name != "mnist" or not 0 <= cfg.data.hold_out <= 9):
@@ -429,6 +438,7 @@ METHODS = ("joint", "vlae", "lebm", "conditional", "cond_joint", "udiffusion")
 NORMS = ("none", "layer")  # model.norm (read by jebm_lite.models.hierarchical)
 ACTIVATIONS = ("lrelu", "gelu", "silu")  # ebm.activation (built by jebm_lite.models.ebm.make_activation)
 POSTERIORS = ("amortized", "langevin")  # model.posterior of method cond_joint
+TOPDOWNS = ("markov", "deterministic")  # model.topdown of method conditional (ConditionalHierarchy)
 
 _PRESETS: dict[str, dict[str, Any]] = {}
 _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
@@ -568,6 +578,16 @@ register("mnist_anomaly_lebm", {**_MNIST_ANOMALY, "method": "lebm", "model.prese
 # family's "2e-4, no spectral norm" diverged on the stand-in). Reference setting: ``optim.lr_e=2e-6``.
 register("svhn4_standin_joint", {**_SVHN4, "data.name": "colour_mnist", "data.split": "train",
                                  "optim.lr_e": 2e-4, "train.max_steps": 60000}, _BIG_PROFILES)
+# The same model with the reference EBM settings unchanged (lr_e 2e-6, spectral norm, betas (0, 0.9)) beside VLAE
+# with identical networks: chapter 6's joint-versus-VLAE comparison. ``cpu``: 20 000 iterations on all 60 000
+# training images (33 epochs); ``full``: 100 epochs.
+_STANDIN_REF = {**_SVHN4, "data.name": "colour_mnist", "data.split": "train", "train.max_steps": 60000}
+_STANDIN_REF_PROFILES = {
+    **_BIG_PROFILES,
+    "cpu": {"train.max_steps": 20000, "train.ckpt_every": 1000, "data.on_device": False},
+}
+register("svhn4_standin_ref_joint", _STANDIN_REF, _STANDIN_REF_PROFILES)
+register("svhn4_standin_ref_vlae", {**_STANDIN_REF, "method": "vlae", "ebm.nef": 0}, _STANDIN_REF_PROFILES)
 
 # The paper trains on 3D Shapes with pro-VLAE's networks and latent sizes; here the download-free ``factors``
 # stand-in (32x32 RGB shapes, seven known factors) with the MNIST-family layout (``factors_small``: three

@@ -261,19 +261,15 @@ def test_latent_traversal_sets_one_unit():
 
 
 def test_latent_traversal_on_a_conditional_hierarchy_moves_eps():
-    from jebm_lite.models.conditional import ConditionalHierarchy
+    from jebm_lite.config import get_config
+    from jebm_lite.training.learners import build_learner
 
     torch.manual_seed(0)
-
-    class Holder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = ConditionalHierarchy((1, 6, 6), z_dims=(4, 3, 2), hidden=16)
-
-    learner = Holder().eval()
-    x = torch.rand(3, 1, 6, 6) * 2 - 1
+    cfg = get_config("mnist_conditional", profile="ci", overrides=["model.z_dims=4,3,2", "model.hidden=16"])
+    learner = build_learner(cfg, "cpu").eval()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
     out = latent_traversal(learner, x, layer=-1, dim=0, values=torch.linspace(-2, 2, 5))
-    assert out.shape == (3, 5, 1, 6, 6) and out.abs().max() <= 1
+    assert out.shape == (3, 5, 1, 28, 28) and out.abs().max() <= 1
     assert (out[:, 0] - out[:, -1]).abs().max() > 1e-4  # the top unit reaches the image
     with torch.no_grad():
         _, stats = learner.model.posterior(x, use_mean=True)

@@ -17,6 +17,10 @@ inference network). The conditional hierarchies use their own prior instead of N
 log-posterior" decision function), z ~ q(z | x) (or posterior Langevin for ``model.posterior=langevin``). Tab. 7 (Fashion-MNIST in-distribution, MNIST out-of-distribution) uses the same score;
 :func:`ood_scores` also splits it per layer.
 
+Each learner computes the parts of its own score (the :class:`~jebm_lite.training.learner.ScoredModel`
+protocol, ``learner.anomaly_score_parts``); this module batches, averages and evaluates them and never looks at
+the learner's kind.
+
 The split (a held-out digit, ``cfg.data.hold_out``) is :mod:`jebm_lite.data.anomaly`; a config with
 ``data.hold_out`` trains through :func:`jebm_lite.training.load.run_experiment` like any other.
 """
@@ -31,11 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from jebm_lite import objectives as obj
 from jebm_lite.analysis.metrics import auprc, auroc
 from jebm_lite.data.anomaly import AnomalySplit
-from jebm_lite.models.conditional import ConditionalHierarchy
 from jebm_lite.runtime import ConfigError
+from jebm_lite.training.learner import ScoredModel
 
 __all__ = [
     "eval_mode",
@@ -65,89 +68,17 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = t
 
 
-def _kind(learner) -> str:
-    from jebm_lite.training.learners import ConditionalLearner, CondJointLearner
-
-    if isinstance(learner, (ConditionalLearner, CondJointLearner)):
-        # (other learners built on a ConditionalHierarchy have priors of their own: no score here)
-        # ConditionalLearner, CondJointLearner (amortized) -> q(z|x); CondJointLearner (langevin) -> Langevin
-        return "conditional_langevin" if getattr(learner, "posterior_mode", None) == "langevin" else "conditional"
-    if hasattr(learner, "inference") and hasattr(learner, "posterior"):
-        return "hierarchical"
-    if hasattr(learner, "infer") and hasattr(learner, "prior"):
-        return "lebm"
-    raise ConfigError(
-        f"{type(learner).__name__} has no log-joint score here: use a joint / vlae (HierarchicalLearner), "
-        "lebm (LEBMLearner), conditional (ConditionalLearner) or cond_joint (CondJointLearner) learner."
-    )
-
-
-def _latents(learner, x: Tensor, use_mean: bool, rng: torch.Generator | None,
-             langevin_steps: int | None) -> tuple[list[Tensor], list[Tensor] | None, list[Tensor] | None]:
-    """Per-layer z for ``x`` (bottom to top) and, when there is an inference net, q's means / log-variances.
-
-    Hierarchical: z ~ q_phi(z|x) (Eq. 8) or its mean. LEBM: posterior Langevin from N(0, I) (Pang et al.
-    2020) with ``cfg.posterior_langevin`` (``langevin_steps`` overrides the number of steps).
-    """
-    if _kind(learner) == "hierarchical":
-        mus, logvars = learner.posterior(x)
-        zs = mus if use_mean else [obj.reparameterize(m, lv, generator=rng) for m, lv in zip(mus, logvars)]
-        return zs, mus, logvars
-    from jebm_lite.sampling import sample_posterior
-    from jebm_lite.training.learners import frozen
-
-    lc = learner.cfg.posterior_langevin
-    with frozen(learner.generator), frozen(learner.prior):
-        trace = sample_posterior(learner.generator, learner.prior, x, learner.cfg.model.sigma,
-                                 lc.steps if langevin_steps is None else int(langevin_steps), lc.step_size,
-                                 noise=lc.noise, rng=rng)
-    return learner.prior.split(trace.z), None, None
-
-
-def _conditional_parts(learner, x: Tensor, use_mean: bool, rng, langevin_steps) -> dict[str, Tensor]:
-    """:func:`_score_parts` for a conditional hierarchy: -log p(x, z) = -log p(x | z_1) - sum_i f_i(z_i)
-    - log p_beta(z) (f = 0 for ``ConditionalLearner``), z ~ q(z | x) (or its top-down mean), or posterior
-    Langevin for ``CondJointLearner`` with ``model.posterior="langevin"``. Each entry ``(B,)``."""
-    model: ConditionalHierarchy = learner.model
-    energies = getattr(learner, "energies", None)
-    stats = None
-    if _kind(learner) == "conditional_langevin":
-        trace = learner.langevin_posterior(x, steps=langevin_steps, generator=rng)
-        zs = list(torch.split(trace.z, list(model.z_dims), dim=1))
-    else:
-        zs, stats = model.posterior(x, use_mean=use_mean, generator=rng)
-    rec = -model.log_px(x, zs[0])
-    lp = model.log_prior_layers(zs)  # (B, L), with constants
-    f_z = energies.f(zs) if energies is not None else torch.zeros_like(rec)
-    parts = {"score": rec - f_z - lp.sum(1), "rec": rec, "ebm": -f_z}
-    for i in range(lp.shape[1]):
-        parts[f"prior/{i + 1}"] = -lp[:, i]
-    if stats is not None:
-        for i, st in enumerate(stats):
-            parts[f"kl/{i + 1}"] = obj.kl_analytic(st["q_mu"], st["q_logvar"], st["p_mu"], st["p_logvar"])
-        parts["neg_elbo"] = rec + sum(parts[f"kl/{i + 1}"] for i in range(len(stats))) - f_z
-    return parts
-
-
-def _score_parts(learner, x: Tensor, use_mean: bool, rng, langevin_steps) -> dict[str, Tensor]:
-    """One z per image: the additive parts of -log p(x, z) and the per-layer KLs, each ``(B,)``."""
-    if _kind(learner).startswith("conditional"):
-        return _conditional_parts(learner, x, use_mean, rng, langevin_steps)
-    zs, mus, logvars = _latents(learner, x, use_mean, rng, langevin_steps)
-    x_hat = learner.decode(zs)
-    f_z = learner.prior.f(zs)
-    sigma = learner.cfg.model.sigma
-    score = -obj.log_joint(x, x_hat, zs, f_z, sigma)
-    D = x[0].numel()
-    rec = obj.reconstruction_nll(x, x_hat, sigma) + 0.5 * D * np.log(2.0 * np.pi * float(sigma) ** 2)
-    parts = {"score": score, "rec": rec, "ebm": -f_z}
-    for i, z in enumerate(zs):
-        parts[f"prior/{i + 1}"] = -obj.standard_normal_log_prob(z)
-    if mus is not None:
-        for i, (m, lv) in enumerate(zip(mus, logvars)):
-            parts[f"kl/{i + 1}"] = obj.kl_analytic(m, lv)
-        parts["neg_elbo"] = rec + sum(parts[f"kl/{i + 1}"] for i in range(len(mus))) - f_z
-    return parts
+def _scored(learner) -> ScoredModel:
+    """``learner`` itself, checked against the :class:`~jebm_lite.training.learner.ScoredModel` protocol: the
+    analyses below call only its methods (each learner computes the parts of its own log-joint)."""
+    if not isinstance(learner, ScoredModel):
+        raise ConfigError(
+            f"{type(learner).__name__} has no log-joint score here (it does not implement the ScoredModel "
+            "protocol of jebm_lite.training.learner: anomaly_score_parts, has_posterior_mean): use a joint / vlae "
+            "(HierarchicalLearner), lebm (LEBMLearner), conditional (ConditionalLearner) or cond_joint "
+            "(CondJointLearner) learner."
+        )
+    return learner
 
 
 def _batched_parts(learner, x: Tensor, n_samples: int, use_mean: bool, batch_size: int, seed: int | None,
@@ -156,16 +87,17 @@ def _batched_parts(learner, x: Tensor, n_samples: int, use_mean: bool, batch_siz
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
     if x.dim() != 4:
         raise ValueError(f"x must be images (N, C, H, W), got shape {tuple(x.shape)}")
-    dev = learner.device
+    model = _scored(learner)
+    dev = model.device
     rng = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
-    reps = 1 if (use_mean and _kind(learner) in ("hierarchical", "conditional")) else n_samples
+    reps = 1 if (use_mean and model.has_posterior_mean) else n_samples  # the mean of q: every draw is the same
     out: dict[str, list[Tensor]] = {}
     with eval_mode(learner), torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].to(dev).float()
             acc: dict[str, Tensor] = {}
             for _ in range(reps):
-                for k, v in _score_parts(learner, xb, use_mean, rng, langevin_steps).items():
+                for k, v in model.anomaly_score_parts(xb, use_mean, rng, langevin_steps).items():
                     acc[k] = acc.get(k, 0.0) + v.double() / reps
             for k, v in acc.items():
                 out.setdefault(k, []).append(v.float().cpu())
@@ -195,8 +127,9 @@ def anomaly_scores(
     Langevin takes gradients with respect to z only), in batches of ``batch_size``.
 
     Args:
-        learner: a trained ``HierarchicalLearner`` (joint / vlae), ``LEBMLearner``, ``ConditionalLearner``
-            or ``CondJointLearner``.
+        learner: a trained :class:`~jebm_lite.training.learner.ScoredModel` (``HierarchicalLearner``: joint /
+            vlae, ``LEBMLearner``, ``ConditionalLearner``, ``CondJointLearner``), which computes the parts of
+            its own score (``learner.anomaly_score_parts``).
         x: images ``(N, C, H, W)`` in [-1, 1], on any device.
         seed: seeds the draws of z (a ``torch.Generator`` on the learner's device).
     """

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from jebm_lite.training.learner import LayeredModel, LayerwisePosterior
+
 ArrayLike = Tensor | np.ndarray | Sequence[Tensor] | Sequence[np.ndarray]
 
 
@@ -233,13 +235,6 @@ def disentanglement_report(
 # ----------------------------------------------------------------------------------------------
 
 
-def _conditional_model(learner):
-    from jebm_lite.models.conditional import ConditionalHierarchy
-
-    model = getattr(learner, "model", None)
-    return model if isinstance(model, ConditionalHierarchy) else None
-
-
 @torch.no_grad()
 def latent_traversal(
     learner,
@@ -255,17 +250,19 @@ def latent_traversal(
     ``dim`` of layer ``layer`` (0 = z_1, bottom; -1 = top) is set to each of ``values`` (``relative``: the
     values are added to it) and the result is decoded with ``learner.decode``.
 
-    For a conditional hierarchy (``ConditionalLearner``) the sweep is done on the whitened noise
-    ``eps_i`` (``eps_from_z`` of the posterior means, then ``model.sample(eps)``), since a change of
-    z_i with the layers below held fixed would not reach the image; layers below ``layer`` then follow
-    their conditional means.
+    For a conditional hierarchy (a :class:`~jebm_lite.training.learner.LayeredModel` whose state is the
+    top-down noise, ``state_kind == "eps"``) the sweep is done on the whitened noise ``eps_i`` of the posterior
+    means (``layer_codes(x, whiten=True)``, :class:`~jebm_lite.training.learner.LayerwisePosterior`), decoded
+    with ``decode_state``, since a change of z_i with the layers below held fixed would not reach the image;
+    layers below ``layer`` then follow their conditional means.
     """
     vals = torch.as_tensor(values, dtype=torch.float32, device=x.device).flatten()
     B, V = x.shape[0], vals.numel()
-    model = _conditional_model(learner)
-    if model is not None:
-        _, stats = model.posterior(x, use_mean=True)
-        codes = model.eps_from_z([s["q_mu"] for s in stats])
+    on_eps = isinstance(learner, LayeredModel) and learner.state_kind == "eps"
+    if on_eps:
+        if not isinstance(learner, LayerwisePosterior):
+            raise TypeError(f"{type(learner).__name__}: a traversal of the noise needs layer_codes(x, whiten=True)")
+        codes = [c.detach() for c in learner.layer_codes(x, whiten=True)]
     else:
         codes = [c.detach() for c in learner.encode(x)]
     L = len(codes)
@@ -277,5 +274,5 @@ def latent_traversal(
     rep = [c.repeat_interleave(V, dim=0).clone() for c in codes]  # (B * V, d_i), row b * V + v
     sweep = vals.to(rep[layer].dtype).repeat(B)
     rep[layer][:, dim] = rep[layer][:, dim] + sweep if relative else sweep
-    out = model.sample(rep)[1] if model is not None else learner.decode(rep)
+    out = learner.decode_state(rep) if on_eps else learner.decode(rep)
     return out.float().reshape(B, V, *out.shape[1:])

@@ -5,7 +5,9 @@ Two kinds of hierarchy appear in the book:
 * the **conditional** Gaussian hierarchy (LVAE / BIVA, :class:`~jebm_lite.training.learners.ConditionalLearner`),
   sampled top-down with explicit noise, ``z_L = eps_L``, ``z_i = mu_i(z_{i+1}) + sigma_i(z_{i+1}) eps_i``;
   its *state* is the list of noises ``eps`` (bottom to top). Redrawing ``eps_i`` changes ``z_i`` and every
-  layer below it (paper Fig. 1, Zhao et al. 2017 Fig. 3);
+  layer below it (paper Fig. 1, Zhao et al. 2017 Fig. 3). With ``model.topdown="deterministic"`` (the BIVA /
+  LVAE code's top-down state d_i) mu_i, sigma_i are functions of d_{i+1} and the decoder reads every layer
+  through d_1; the state and the functions here are the same;
 * the **architectural** hierarchy (VLAE, joint EBM prior, :class:`~jebm_lite.training.learners.HierarchicalLearner`),
   ``h_L = g_L(z_L)``, ``h_i = g_i([z_i, h_{i+1}])`` (paper Eq. 5); its *state* is the list of codes ``zs``.
   Redrawing ``z_i`` changes only what g reads from layer i. With an N(0, I) prior (VLAE) the new code is an
@@ -466,6 +468,8 @@ def bottom_layer_gibbs(
     ``z_1^(t) ~ q(z_1 | x^(t))`` (a posterior draw of the whole hierarchy, of which only z_1 is kept), then
     ``x^(t+1) ~ p(x | z_1^(t))``. If the ELBO were optimal (q(z|x) = p(z|x), p(x) = p_data), this chain would
     have p_data as its stationary distribution: the layers above z_1 would not be needed to generate data.
+    With ``model.topdown="deterministic"`` p(x | z) reads every layer (through the top-down state d_1), so the
+    chain is the ordinary "posterior draw, then decode" chain of the whole hierarchy, not a bottom-layer one.
 
     Args:
         learner: a conditional hierarchy (:class:`~jebm_lite.training.learners.ConditionalLearner`).
@@ -486,7 +490,7 @@ def bottom_layer_gibbs(
     out = [x0]
     for _ in range(steps):
         zs, _ = model.posterior(x)
-        mean = model.decode(zs[0])
+        mean = model.decode(zs)  # markov: reads z_1 only; deterministic: every layer (p(x | z) via d_1)
         out.append(mean)
         if not sample_x:
             x = mean
@@ -556,13 +560,13 @@ def conditional_resample_stats(
     while done < n:
         b = min(batch, n - done)
         zs, eps, _ = sample_prior_eps(model, energies, b, steps, step_size, noise=noise, generator=gen)
-        x0 = model.decode(zs[0])
+        x0 = model.decode(zs)
         c0 = classifier(x0).argmax(1)
         for k in range(L):
             for j, layers in enumerate(((k,), tuple(range(k + 1)))):
                 new_zs, _ = resample_layers_eps(model, energies, eps, layers, steps, step_size, noise=noise,
                                                 generator=gen)
-                x = model.decode(new_zs[0])
+                x = model.decode(new_zs)
                 sums[k][2 * j] += float((classifier(x).argmax(1) != c0).float().sum())
                 sums[k][2 * j + 1] += float(((x - x0).abs() / 2).flatten(1).mean(1).sum())
         done += b

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from jebm_lite.training.learner import LayerwisePosterior
+
 
 @dataclass
 class ProbeResult:
@@ -143,23 +145,20 @@ def _as_images(data) -> Tensor:
     return as_tensors(data)[0]
 
 
-def _conditional_model(learner):
-    from jebm_lite.models.conditional import ConditionalHierarchy
-
-    model = getattr(learner, "model", None)
-    return model if isinstance(model, ConditionalHierarchy) else None
-
-
 @torch.no_grad()
 def layer_codes(learner: nn.Module, data, batch_size: int = 500, whiten: bool = False) -> list[Tensor]:
     """Per-layer posterior means over a dataset, bottom to top: ``[(N, d_i)]`` on the CPU.
+
+    A :class:`~jebm_lite.training.learner.LayerwisePosterior` gives its own (``learner.layer_codes``):
 
     * architectural hierarchy (VLAE, joint prior): the means of q_phi(z_i | x) (paper Eq. 8), ``learner.encode``;
     * conditional hierarchy: the means of q(z_L | x), q(z_i | z_{i+1}, x) computed top-down with each
       z_{i+1} set to its mean (``ConditionalHierarchy.posterior(x, use_mean=True)``). With ``whiten`` they are
       mapped to the noise space, ``(mu_q,i - mu_p,i) / sigma_p,i`` (what layer i adds beyond what the layer
       above predicts); ``whiten`` changes nothing for an N(0, I) prior.
-    * any other learner with an ``encode(x) -> list`` method.
+
+    Any other learner with an ``encode(x) -> list`` method (a :class:`~jebm_lite.training.learner.LatentModel`,
+    e.g. the LEBM's posterior Langevin codes) gives ``learner.encode(x)``; ``whiten`` does not apply to it.
 
     Args:
         learner: a trained learner.
@@ -167,46 +166,39 @@ def layer_codes(learner: nn.Module, data, batch_size: int = 500, whiten: bool = 
         batch_size: images per forward pass.
     """
     x_all = _as_images(data)
-    model = _conditional_model(learner)
+    layerwise = isinstance(learner, LayerwisePosterior)  # a protocol check: the codes come from the learner
     dev = next(learner.parameters()).device
     outs: list[list[Tensor]] = []
     for i in range(0, x_all.shape[0], batch_size):
         x = x_all[i:i + batch_size].to(dev)
-        if model is not None:
-            _, stats = model.posterior(x, use_mean=True)
-            if whiten:
-                codes = [(s["q_mu"] - s["p_mu"]) * torch.exp(-0.5 * s["p_logvar"]) for s in stats]
-            else:
-                codes = [s["q_mu"] for s in stats]
-        else:
-            codes = learner.encode(x)
+        codes = learner.layer_codes(x, whiten=whiten) if layerwise else learner.encode(x)
         outs.append([c.float().cpu() for c in codes])
     return [torch.cat([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
 @torch.no_grad()
 def layer_kl(learner: nn.Module, data, batch_size: int = 500) -> Tensor:
-    """Mean KL term of each layer in nats over a dataset, ``(L,)`` bottom to top.
+    """Mean KL term of each layer in nats over a dataset, ``(L,)`` bottom to top
+    (``learner.layer_kl`` of a :class:`~jebm_lite.training.learner.LayerwisePosterior`).
 
     * architectural hierarchy: ``KL(q_phi(z_i | x) || N(0, I))`` in closed form (for the joint prior this is
       the KL to the base p_0, the term of paper Eq. 11; the EBM's f is not included);
     * conditional hierarchy: ``KL(q(z_i | z_{i+1}, x) || p(z_i | z_{i+1}))`` in closed form at one draw
       z_{>i} ~ q (an unbiased estimate of the layer's term of the ELBO).
-    """
-    from jebm_lite.objectives import kl_analytic
 
+    Raises:
+        TypeError: ``learner`` has no closed-form posterior per layer (e.g. the LEBM).
+    """
+    if not isinstance(learner, LayerwisePosterior):
+        raise TypeError(f"{type(learner).__name__} has no closed-form posterior per layer (the LayerwisePosterior "
+                        "protocol of jebm_lite.training.learner: layer_codes, layer_kl): layer_kl needs a joint, "
+                        "vlae, conditional, cond_joint or udiffusion learner.")
     x_all = _as_images(data)
-    model = _conditional_model(learner)
     dev = next(learner.parameters()).device
     total: Tensor | None = None
     for i in range(0, x_all.shape[0], batch_size):
         x = x_all[i:i + batch_size].to(dev)
-        if model is not None:
-            _, stats = model.posterior(x)
-            kls = [kl_analytic(s["q_mu"], s["q_logvar"], s["p_mu"], s["p_logvar"]) for s in stats]
-        else:
-            mus, logvars = learner.posterior(x)
-            kls = [kl_analytic(m, lv) for m, lv in zip(mus, logvars)]
+        kls = learner.layer_kl(x)
         s = torch.stack([k.sum() for k in kls]).double().cpu()
         total = s if total is None else total + s
     assert total is not None, "layer_kl: empty data"

@@ -5,6 +5,11 @@
   :class:`~jebm_lite.training.trainer.Trainer` needs.
 * :class:`LatentModel` is the protocol the analyses (:mod:`jebm_lite.analysis`) use: codes of images, images of
   codes, samples of the prior. Layers are ordered bottom (``zs[0] = z_1``, next to x) to top.
+* Narrower protocols for single analyses: :class:`AmortizedPosterior` (the latent attack),
+  :class:`JointPriorModel` (long-run chains), :class:`LayeredModel` (hierarchical sampling),
+  :class:`ScoredModel` (anomaly / OOD scores) and :class:`LayerwisePosterior` (per-layer codes and KL). An
+  analysis checks the protocol with ``isinstance`` (they are ``runtime_checkable``) and calls its methods;
+  what differs between methods lives in the learners rather than in a dispatch on the learner's type.
 """
 
 from __future__ import annotations
@@ -93,6 +98,53 @@ class LayeredModel(LatentModel, Protocol):
                         generator: torch.Generator | None = None) -> list[Tensor]: ...
 
     def decode_state(self, state: list[Tensor]) -> Tensor: ...
+
+
+@runtime_checkable
+class ScoredModel(Protocol):
+    """A learner with a log-joint anomaly score (paper Sec. 5.4, Tabs. 3 and 7;
+    :mod:`jebm_lite.analysis.anomaly` uses only this).
+
+    * ``anomaly_score_parts(x, use_mean, generator, langevin_steps)``: one z per image of ``x: (B, C, H, W)``
+      from the learner's own posterior (a draw of q(z | x) from ``generator``, its mean with ``use_mean``, or
+      posterior Langevin with ``langevin_steps`` steps, ``None``: the configured number) and the additive
+      parts of the score at that z, each ``(B,)``: ``score`` = -log p(x, z) (log Z dropped), ``rec`` = -log
+      p(x | z), ``ebm`` = -f(z) and ``prior/i`` = -(log-density of layer i under the base prior), with
+      ``score = rec + ebm + sum_i prior/i``; with an amortised posterior also ``kl/i`` (closed form) and
+      ``neg_elbo``. Called in eval mode under ``torch.no_grad()`` (a Langevin posterior re-enables
+      gradients with respect to z only);
+    * ``has_posterior_mean``: whether ``use_mean`` makes the parts deterministic (an amortised posterior's
+      mean: one call is enough); ``False`` where z comes from posterior Langevin, which ignores
+      ``use_mean``;
+    * ``device``: where the networks live.
+    """
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def has_posterior_mean(self) -> bool: ...
+
+    def anomaly_score_parts(self, x: Tensor, use_mean: bool = False, generator: torch.Generator | None = None,
+                            langevin_steps: int | None = None) -> dict[str, Tensor]: ...
+
+
+@runtime_checkable
+class LayerwisePosterior(Protocol):
+    """A learner whose posterior has a closed form per layer (:func:`jebm_lite.analysis.metrics.layer_codes`
+    and :func:`~jebm_lite.analysis.metrics.layer_kl` use only this). For images ``x: (B, C, H, W)``:
+
+    * ``layer_codes(x, whiten)``: the posterior means ``[(B, d_i)]`` bottom to top (a conditional hierarchy:
+      computed top-down with each z_{i+1} at its mean); ``whiten`` maps them to the noise space of the prior,
+      ``(mu_q,i - mu_p,i) / sigma_p,i`` (no change for an N(0, I) prior);
+    * ``layer_kl(x)``: the closed-form KL term of each layer per image, ``[(B,)]`` bottom to top:
+      ``KL(q(z_i | x) || N(0, I))`` for the architectural hierarchy, ``KL(q(z_i | z_{i+1}, x) || p(z_i |
+      z_{i+1}))`` at one draw z_{>i} ~ q for a conditional one.
+    """
+
+    def layer_codes(self, x: Tensor, whiten: bool = False) -> list[Tensor]: ...
+
+    def layer_kl(self, x: Tensor) -> list[Tensor]: ...
 
 
 class Learner(nn.Module):

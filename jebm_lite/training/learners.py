@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -156,7 +157,43 @@ class _CodeState:
         return self.decode(list(state))
 
 
-class HierarchicalLearner(_CodeState, Learner):
+class _LogJointScore:
+    """The ScoredModel protocol for learners with a :class:`~jebm_lite.models.ebm.JointEBMPrior` on an N(0, I)
+    base (``self.prior``; f = 0 for VLAE): the joint and VLAE learners and the LEBM. The score is
+    -log p(x, z) = -log N(x; g(z), sigma^2 I) - f(z) - log N(z; 0, I) (:func:`jebm_lite.objectives.log_joint`,
+    log Z(alpha) dropped); a learner supplies z through :meth:`_score_latents`."""
+
+    prior: JointEBMPrior
+    cfg: ExperimentConfig
+
+    def _score_latents(self, x: Tensor, use_mean: bool, generator: torch.Generator | None,
+                       langevin_steps: int | None) -> tuple[list[Tensor], list[Tensor] | None, list[Tensor] | None]:
+        """Per-layer z for ``x`` (bottom to top) and, with an inference net, q's means and log-variances
+        (``None, None`` without one)."""
+        raise NotImplementedError
+
+    def anomaly_score_parts(self, x: Tensor, use_mean: bool = False, generator: torch.Generator | None = None,
+                            langevin_steps: int | None = None) -> dict[str, Tensor]:
+        """One z per image: the additive parts of -log p(x, z) and the per-layer KLs, each ``(B,)``
+        (the ScoredModel protocol; the keys are those of :func:`jebm_lite.analysis.anomaly.ood_scores`)."""
+        zs, mus, logvars = self._score_latents(x, use_mean, generator, langevin_steps)
+        x_hat = self.decode(zs)
+        f_z = self.prior.f(zs)
+        sigma = self.cfg.model.sigma
+        score = -obj.log_joint(x, x_hat, zs, f_z, sigma)
+        D = x[0].numel()
+        rec = obj.reconstruction_nll(x, x_hat, sigma) + 0.5 * D * np.log(2.0 * np.pi * float(sigma) ** 2)
+        parts = {"score": score, "rec": rec, "ebm": -f_z}
+        for i, z in enumerate(zs):
+            parts[f"prior/{i + 1}"] = -obj.standard_normal_log_prob(z)
+        if mus is not None:
+            for i, (m, lv) in enumerate(zip(mus, logvars)):
+                parts[f"kl/{i + 1}"] = obj.kl_analytic(m, lv)
+            parts["neg_elbo"] = rec + sum(parts[f"kl/{i + 1}"] for i in range(len(mus))) - f_z
+        return parts
+
+
+class HierarchicalLearner(_CodeState, _LogJointScore, Learner):
     """Joint EBM prior (``method="joint"``) or VLAE (``method="vlae"``, f ≡ 0) on a VLAE layout.
 
     One iteration (reference ``fit`` of the official code, paper Algorithm 1):
@@ -284,7 +321,32 @@ class HierarchicalLearner(_CodeState, Learner):
     def sample(self, n: int, **kw) -> Tensor:
         return self.decode(self.sample_latents(n, **kw))
 
-class LEBMLearner(_CodeState, Learner):
+    # -- the ScoredModel protocol (anomaly_score_parts: _LogJointScore) -------------------------------
+    has_posterior_mean = True
+
+    def _score_latents(self, x: Tensor, use_mean: bool, generator: torch.Generator | None,
+                       langevin_steps: int | None) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """z ~ q_φ(z|x) (Eq. 8), or its mean with ``use_mean`` (``langevin_steps`` does not apply)."""
+        mus, logvars = self.posterior(x)
+        zs = mus if use_mean else [obj.reparameterize(m, lv, generator=generator) for m, lv in zip(mus, logvars)]
+        return zs, mus, logvars
+
+    # -- the LayerwisePosterior protocol ------------------------------------------------------------
+    @torch.no_grad()
+    def layer_codes(self, x: Tensor, whiten: bool = False) -> list[Tensor]:
+        """The means of q_φ(z_i | x) (Eq. 8), :meth:`encode`; ``whiten`` changes nothing (the base prior is
+        N(0, I))."""
+        return self.encode(x)
+
+    @torch.no_grad()
+    def layer_kl(self, x: Tensor) -> list[Tensor]:
+        """``KL(q_φ(z_i | x) || N(0, I))`` in closed form, ``[(B,)]`` (for the joint prior the KL to the base
+        p_0, the term of paper Eq. 11; the EBM's f is not included)."""
+        mus, logvars = self.posterior(x)
+        return [obj.kl_analytic(m, lv) for m, lv in zip(mus, logvars)]
+
+
+class LEBMLearner(_CodeState, _LogJointScore, Learner):
     """Latent-space EBM prior of Pang et al. (2020): one latent layer, no inference network.
 
     Per iteration: posterior Langevin (from N(0, I)) on log p(x|z) + f(z) − ||z||²/2, prior Langevin on
@@ -318,13 +380,15 @@ class LEBMLearner(_CodeState, Learner):
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
 
-    def infer(self, x: Tensor, steps: int | None = None, record: bool = False):
-        """Posterior Langevin from N(0, I) (Pang et al. 2020); returns the LangevinTrace."""
+    def infer(self, x: Tensor, steps: int | None = None, record: bool = False,
+              generator: torch.Generator | None = None):
+        """Posterior Langevin from N(0, I) (Pang et al. 2020), noise from ``generator`` (the global RNG when
+        ``None``); returns the LangevinTrace."""
         lc = self.cfg.posterior_langevin
         with frozen(self.generator), frozen(self.prior):
             return sample_posterior(
                 self.generator, self.prior, x, self.cfg.model.sigma, lc.steps if steps is None else steps,
-                lc.step_size, noise=lc.noise, record=record,
+                lc.step_size, noise=lc.noise, record=record, rng=generator,
             )
 
     def train_step(self, x: Tensor, step: int) -> dict[str, float]:
@@ -365,10 +429,45 @@ class LEBMLearner(_CodeState, Learner):
     def sample(self, n: int, **kw) -> Tensor:
         return self.decode(self.sample_latents(n, **kw))
 
+    # -- the ScoredModel protocol (anomaly_score_parts: _LogJointScore) -------------------------------
+    has_posterior_mean = False
 
-class _ConditionalCodes:
+    def _score_latents(self, x: Tensor, use_mean: bool, generator: torch.Generator | None,
+                       langevin_steps: int | None) -> tuple[list[Tensor], None, None]:
+        """Posterior Langevin from N(0, I) (:meth:`infer`, ``cfg.posterior_langevin``; ``langevin_steps``
+        overrides the number of steps). ``use_mean`` does not apply: there is no posterior mean in closed form."""
+        trace = self.infer(x, steps=None if langevin_steps is None else int(langevin_steps), generator=generator)
+        return self.prior.split(trace.z), None, None
+
+
+class _ConditionalPosterior:
+    """The LayerwisePosterior protocol of a learner built on a :class:`ConditionalHierarchy` (``self.model``):
+    its q(z_i | z_{i+1}, x) and p(z_i | z_{i+1}) are Gaussians, so per-layer means and KLs have a closed form.
+    The conditional learners and the u-space diffusion (whose base hierarchy it is) share it."""
+
+    model: ConditionalHierarchy
+
+    @torch.no_grad()
+    def layer_codes(self, x: Tensor, whiten: bool = False) -> list[Tensor]:
+        """The means of q(z_L | x), q(z_i | z_{i+1}, x) computed top-down with each z_{i+1} at its mean; with
+        ``whiten`` ``(mu_q,i - mu_p,i) / sigma_p,i`` (what layer i adds beyond what the layer above predicts)."""
+        _, stats = self.model.posterior(x, use_mean=True)
+        if whiten:
+            return [(s["q_mu"] - s["p_mu"]) * torch.exp(-0.5 * s["p_logvar"]) for s in stats]
+        return [s["q_mu"] for s in stats]
+
+    @torch.no_grad()
+    def layer_kl(self, x: Tensor) -> list[Tensor]:
+        """``KL(q(z_i | z_{i+1}, x) || p(z_i | z_{i+1}))`` in closed form at one draw z_{>i} ~ q, ``[(B,)]``
+        (an unbiased estimate of the layer's term of the ELBO)."""
+        _, stats = self.model.posterior(x)
+        return [obj.kl_analytic(s["q_mu"], s["q_logvar"], s["p_mu"], s["p_logvar"]) for s in stats]
+
+
+class _ConditionalCodes(_ConditionalPosterior):
     """The codes and images of a :class:`ConditionalHierarchy` learner (``self.model``): the LatentModel methods
-    that the conditional learners share."""
+    that the conditional learners share, and their log-joint score (ScoredModel) with the hierarchy's own
+    prior p_beta."""
 
     model: ConditionalHierarchy
 
@@ -384,8 +483,9 @@ class _ConditionalCodes:
 
     @torch.no_grad()
     def decode(self, zs: list[Tensor]) -> Tensor:
-        """Mean of p(x | z_1): images ``(B, C, H, W)`` in [-1, 1] (only ``zs[0]`` is read)."""
-        return self.model.decode(zs[0])
+        """Mean of p(x | z): images ``(B, C, H, W)`` in [-1, 1] (``model.topdown="markov"``: p(x | z_1), only
+        ``zs[0]`` is read; ``"deterministic"``: every layer is read, through the top-down state d_1)."""
+        return self.model.decode(list(zs))
 
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
@@ -417,8 +517,39 @@ class _ConditionalCodes:
 
     @torch.no_grad()
     def decode_state(self, state: list[Tensor]) -> Tensor:
-        """z_L = eps_L, z_i = mu_i + sigma_i eps_i, then the mean of p(x | z_1)."""
+        """z_L = eps_L, z_i = mu_i + sigma_i eps_i, then the mean of p(x | z) (:meth:`ConditionalHierarchy.sample`)."""
         return self.model.sample(list(state))[1]
+
+    # -- the ScoredModel protocol: -log p(x, z) = -log p(x | z_1) - sum_i f_i(z_i) - log p_beta(z) ------------
+    has_posterior_mean = True
+
+    def _score_latents(self, x: Tensor, use_mean: bool, generator: torch.Generator | None,
+                       langevin_steps: int | None) -> tuple[list[Tensor], list[dict[str, Tensor]] | None]:
+        """z ~ q(z | x) (or its top-down mean) and q's per-layer statistics (``None`` without q)."""
+        return self.model.posterior(x, use_mean=use_mean, generator=generator)
+
+    def _score_energy(self, zs: list[Tensor], rec: Tensor) -> Tensor:
+        """sum_i f_i(z_i), ``(B,)`` like ``rec``: 0 without layer energies."""
+        return torch.zeros_like(rec)
+
+    def anomaly_score_parts(self, x: Tensor, use_mean: bool = False, generator: torch.Generator | None = None,
+                            langevin_steps: int | None = None) -> dict[str, Tensor]:
+        """-log p(x, z) = -log p(x | z_1) - sum_i f_i(z_i) - log p_beta(z) and its parts, each ``(B,)``
+        (the ScoredModel protocol): ``prior/i`` = -log p_beta(z_i | z_{i+1}), ``kl/i`` = KL(q(z_i | z_{i+1}, x)
+        || p_beta(z_i | z_{i+1})) in closed form given the drawn z_{i+1} (with q only)."""
+        model = self.model
+        zs, stats = self._score_latents(x, use_mean, generator, langevin_steps)
+        rec = -model.log_px(x, zs)  # markov: p(x | z_1); topdown=deterministic: every layer
+        lp = model.log_prior_layers(zs)  # (B, L), with constants
+        f_z = self._score_energy(zs, rec)
+        parts = {"score": rec - f_z - lp.sum(1), "rec": rec, "ebm": -f_z}
+        for i in range(lp.shape[1]):
+            parts[f"prior/{i + 1}"] = -lp[:, i]
+        if stats is not None:
+            for i, st in enumerate(stats):
+                parts[f"kl/{i + 1}"] = obj.kl_analytic(st["q_mu"], st["q_logvar"], st["p_mu"], st["p_logvar"])
+            parts["neg_elbo"] = rec + sum(parts[f"kl/{i + 1}"] for i in range(len(stats))) - f_z
+        return parts
 
 
 class ConditionalLearner(_ConditionalCodes, Learner):
@@ -432,7 +563,7 @@ class ConditionalLearner(_ConditionalCodes, Learner):
         z_dims = cfg.model.z_dims or (48, 40, 32, 24, 16, 8)
         self.model = ConditionalHierarchy(
             image_shape=shape, z_dims=tuple(z_dims), hidden=cfg.model.hidden or 512,
-            likelihood=cfg.model.likelihood, sigma=cfg.model.sigma,
+            likelihood=cfg.model.likelihood, sigma=cfg.model.sigma, topdown=cfg.model.topdown,
         )
         self.z_dims = tuple(z_dims)
         self.to(device)
@@ -665,6 +796,25 @@ class CondJointLearner(_ConditionalCodes, Learner):
         return resample_layers_eps(self.model, self.energies, [s.detach() for s in state], tuple(layers), lc.steps,
                                    lc.step_size, noise=lc.noise, generator=generator)[1]
 
+    # -- the ScoredModel protocol (anomaly_score_parts: _ConditionalCodes): the poster's decision function ------
+    @property
+    def has_posterior_mean(self) -> bool:
+        """``model.posterior="langevin"`` draws z by posterior Langevin: no mean in closed form."""
+        return self.posterior_mode != "langevin"
+
+    def _score_latents(self, x: Tensor, use_mean: bool, generator: torch.Generator | None,
+                       langevin_steps: int | None) -> tuple[list[Tensor], list[dict[str, Tensor]] | None]:
+        """``"amortized"``: z ~ q(z | x) (or its mean); ``"langevin"``: posterior Langevin
+        (:meth:`langevin_posterior`, ``langevin_steps`` overrides the number of steps), no q statistics."""
+        if self.posterior_mode == "langevin":
+            trace = self.langevin_posterior(x, steps=langevin_steps, generator=generator)
+            return list(torch.split(trace.z, list(self.model.z_dims), dim=1)), None
+        return super()._score_latents(x, use_mean, generator, langevin_steps)
+
+    def _score_energy(self, zs: list[Tensor], rec: Tensor) -> Tensor:
+        """sum_i f_i(z_i), ``(B,)``: the layer energies (score = ``-log_joint(x, z)``)."""
+        return self.energies.f(zs)
+
 
 # ----------------------------------------------------------------------------------------------
 # The learner (method "udiffusion"): two-stage, on a frozen finished "conditional" run
@@ -699,6 +849,10 @@ def load_base_run(cfg: ExperimentConfig, device: torch.device | str = "cpu"):
     if base_cfg.method != "conditional":
         raise ConfigError(f"diffusion.base_run={path!r} is a run of method {base_cfg.method!r}; the u-space "
                           f"diffusion needs a ConditionalHierarchy trained with method 'conditional'; {how}.")
+    if base_cfg.model.topdown != "markov":
+        raise ConfigError(f"diffusion.base_run={path!r} has model.topdown={base_cfg.model.topdown!r}; the u-space "
+                          "diffusion needs the markov conditional hierarchy (p(z_i | z_{i+1}), decoder on z_1); "
+                          f"{how} with model.topdown=markov.")
     mine, theirs = cfg.data, base_cfg.data
     for key in ("name", "classes", "hold_out"):
         if getattr(mine, key) != getattr(theirs, key):
@@ -712,14 +866,16 @@ def load_base_run(cfg: ExperimentConfig, device: torch.device | str = "cpu"):
     return base.to(device)
 
 
-class UDiffusionLearner(Learner):
+class UDiffusionLearner(_ConditionalPosterior, Learner):
     """Hierarchical EBM diffusion in u-space (Cui & Han, ICML 2024) on a frozen conditional hierarchy.
 
     Stage 1 (another run, method ``"conditional"``): the LVAE-style :class:`ConditionalHierarchy`, trained on
     its ELBO. Stage 2 (this learner): the T conditional EBMs :class:`DiffusionEBMPrior`, learned by DRL on the
     whitened posterior codes; the base is loaded from ``cfg.diffusion.base_run`` (:func:`load_base_run`),
     frozen (no gradients, not in any optimiser) and kept as ``self.model`` (its weights are part of this
-    learner's checkpoints, so a run stays tied to the base it was trained on).
+    learner's checkpoints, so a run stays tied to the base it was trained on). Per-layer codes and KLs
+    (LayerwisePosterior) are the base's; it has no log-joint anomaly score (not a ScoredModel: the
+    diffusion prior has no tractable density at a single z).
 
     One iteration (:meth:`train_step`, report 6.1): ``eps+ = to_u(z)`` with ``z ~ q(z | x)`` (one
     reparameterised draw), then :func:`drl_train_step`. ``T = 1`` is the single-step latent EBM baseline on the
