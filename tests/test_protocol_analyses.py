@@ -222,3 +222,24 @@ def test_the_analyses_do_not_dispatch_on_the_learner_kind(module):
             if node.module == "jebm_lite.training.learners":
                 assert imported <= {"build_learner"}, f"{module}:{node.lineno}: imports {imported}"
             assert not node.module.startswith("jebm_lite.models"), f"{module}:{node.lineno}: imports {node.module}"
+
+
+@pytest.mark.parametrize("key", list(KINDS))
+def test_conditional_analyses_accept_exactly_the_conditional_hierarchies(key):
+    """bottom_layer_gibbs / conditional_resample_stats read the hierarchy through ConditionalHierarchyModel
+    (model, energies, prior_langevin): the conditional learners implement it, the architectural ones and the
+    LEBM are refused with a TypeError naming the protocol."""
+    from jebm_lite.analysis import hierarchy
+    from jebm_lite.training.learner import ConditionalHierarchyModel
+
+    learner = _build(key).eval()
+    conditional = key.startswith("mnist_cond")
+    assert isinstance(learner, ConditionalHierarchyModel) is conditional
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    if conditional:
+        assert (learner.energies is None) is (key == "mnist_conditional")
+        assert learner.prior_langevin is learner.cfg.prior_langevin
+        assert hierarchy.bottom_layer_gibbs(learner, x, steps=2).shape == (3, 2, 1, 28, 28)
+    else:
+        with pytest.raises(TypeError, match="ConditionalHierarchyModel"):
+            hierarchy.bottom_layer_gibbs(learner, x, steps=1)

@@ -33,8 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from jebm_lite.models.conditional import ConditionalHierarchy
-from jebm_lite.training.learner import LayeredModel
+from jebm_lite.training.learner import ConditionalHierarchyModel, LayeredModel
 
 __all__ = [
     "is_conditional",
@@ -64,6 +63,14 @@ def _layered(learner: nn.Module) -> LayeredModel:
     if not isinstance(learner, LayeredModel):
         raise TypeError(f"{type(learner).__name__} has no layered state (the LayeredModel protocol of "
                         "jebm_lite.training.learner): hierarchical sampling needs a multi-layer learner")
+    return learner
+
+
+def _conditional(learner: nn.Module, what: str) -> ConditionalHierarchyModel:
+    if not isinstance(learner, ConditionalHierarchyModel):
+        raise TypeError(f"{what} needs a conditional hierarchy (the ConditionalHierarchyModel protocol of "
+                        "jebm_lite.training.learner: ConditionalLearner, CondJointLearner); use resample_stats "
+                        "for the architectural hierarchy")
     return learner
 
 
@@ -483,9 +490,7 @@ def bottom_layer_gibbs(
         ``(T + 1, B, C, H, W)``: ``x0``, then the decoder means ``E[x | z_1^(t)]`` of every sweep (what one
         would display; the chain itself continues from the sampled images when ``sample_x``).
     """
-    if not is_conditional(learner):
-        raise TypeError("bottom_layer_gibbs needs a conditional hierarchy (ConditionalLearner)")
-    model: ConditionalHierarchy = learner.model
+    model = _conditional(learner, "bottom_layer_gibbs").model
     x = x0
     out = [x0]
     for _ in range(steps):
@@ -542,17 +547,13 @@ def conditional_resample_stats(
         1..k): the share of samples whose predicted class (argmax) differs from that of the original sample,
         and the mean absolute pixel difference to it on the [0, 1] scale.
     """
-    if not is_conditional(learner):
-        raise TypeError("conditional_resample_stats needs a conditional hierarchy (ConditionalLearner / "
-                        "CondJointLearner); use resample_stats for the architectural hierarchy")
     from jebm_lite.models.cond_ebm import resample_layers_eps, sample_prior_eps
 
-    model: ConditionalHierarchy = learner.model  # a conditional-hierarchy analysis: it reads the model itself
-    energies = getattr(learner, "energies", None)  # the CVPR 2023 per-layer energies; None: f = 0
-    lc = getattr(getattr(learner, "cfg", None), "prior_langevin", None)
-    steps = int(steps) if steps is not None else (lc.steps if lc is not None else 0)
-    step_size = lc.step_size if lc is not None else 0.1
-    noise = lc.noise if lc is not None else True
+    cond = _conditional(learner, "conditional_resample_stats")
+    model, energies = cond.model, cond.energies  # the hierarchy itself; the CVPR 2023 per-layer energies or None
+    lc = cond.prior_langevin
+    steps = int(steps) if steps is not None else lc.steps
+    step_size, noise = lc.step_size, lc.noise
     gen = torch.Generator(device=_device(learner)).manual_seed(seed)
     L = n_layers(learner)
     sums = {k: [0.0, 0.0, 0.0, 0.0] for k in range(L)}

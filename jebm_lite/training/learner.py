@@ -147,6 +147,25 @@ class LayerwisePosterior(Protocol):
     def layer_kl(self, x: Tensor) -> list[Tensor]: ...
 
 
+@runtime_checkable
+class ConditionalHierarchyModel(LayeredModel, Protocol):
+    """A :class:`LayeredModel` built on a :class:`~jebm_lite.models.conditional.ConditionalHierarchy` (the
+    conditional learners: LVAE / BIVA-style, and the CVPR 2023 joint prior on it). The analyses that need the
+    hierarchy's own networks (Zhao et al.'s bottom-layer Gibbs chain, the poster's redraw statistics, the
+    ELBO of a conditional model) use only these:
+
+    * ``model``: the ``ConditionalHierarchy``;
+    * ``energies``: the per-layer energies f_i of the CVPR 2023 prior (an ``nn.ModuleList``), ``None`` for f = 0;
+    * ``prior_langevin``: the eps-space prior Langevin settings (:class:`~jebm_lite.config.LangevinConfig`).
+    """
+
+    model: nn.Module
+    energies: nn.Module | None
+
+    @property
+    def prior_langevin(self): ...
+
+
 class Learner(nn.Module):
     """Owns networks, optimisers and one iteration's updates.
 

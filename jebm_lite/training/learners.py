@@ -470,10 +470,16 @@ class _ConditionalCodes(_ConditionalPosterior):
     prior p_beta."""
 
     model: ConditionalHierarchy
+    cfg: ExperimentConfig
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def prior_langevin(self):
+        """The eps-space prior Langevin settings (``cfg.prior_langevin``; the ConditionalHierarchyModel protocol)."""
+        return self.cfg.prior_langevin
 
     @torch.no_grad()
     def encode(self, x: Tensor, sample: bool = False) -> list[Tensor]:
@@ -565,6 +571,7 @@ class ConditionalLearner(_ConditionalCodes, Learner):
             image_shape=shape, z_dims=tuple(z_dims), hidden=cfg.model.hidden or 512,
             likelihood=cfg.model.likelihood, sigma=cfg.model.sigma, topdown=cfg.model.topdown,
         )
+        self.energies = None  # f = 0 (ConditionalHierarchyModel; CondJointLearner has per-layer energies)
         self.z_dims = tuple(z_dims)
         self.to(device)
         o = cfg.optim
