@@ -30,6 +30,7 @@ def test_end_to_end_ci_writes_one_record_per_variant(tmp_path, shared_data, caps
         assert r["profile"] == "ci" and r["seed"] == recs[0]["seed"] and r["train_steps"] == 3
         for key in ("device", "torch", "commit", "date", "train_wall_s", "measure_wall_s", "wall_s"):
             assert key in r
+        assert r["rollbacks"] == 0 and r["lr_scale"] == 1.0  # the divergence guard did not intervene
         assert r["layers"] == 6 and len(r["kl"]) == 6 and all(math.isfinite(k) and k >= -1e-6 for k in r["kl"])
         assert math.isfinite(r["test_neg_elbo"]) and r["n_test"] == 500
         assert r["groups"] == {"bottom": [0, 1], "middle": [2, 3], "top": [4, 5]}

@@ -126,7 +126,8 @@ def run_variant(
         "kl_total", "test_nll", "test_neg_elbo", "n_test", "groups" ({name: [code indices]}), "by_group"
         ({"bottom" | "middle" | "top" | "all": {"pixel_var", "pixel_var_frac", "class_change"}}), "by_layer"
         ({"z_1" ... "z_L" | "all": ...}), "n_contexts", "n_resamples", "classifier_test_accuracy",
-        "train_steps", "train_time_s", "train_wall_s", "measure_wall_s", "wall_s", "run_dir"}`` plus the
+        "train_steps", "train_time_s", "rollbacks", "lr_scale", "train_wall_s", "measure_wall_s", "wall_s",
+        "run_dir"}`` plus the
         provenance (``device``, ``torch``, ``threads``, ``commit``, ``date``, ``config``).
     """
     from jebm_lite.analysis import hierarchy, metrics
@@ -178,6 +179,9 @@ def run_variant(
         "groups": {k: list(v) for k, v in groups.items()}, "by_group": by_group, "by_layer": by_layer,
         "n_contexts": n_ctx, "n_resamples": n_res, "classifier_test_accuracy": float(clf.test_accuracy),
         "train_steps": result.get("steps"), "train_time_s": result.get("wall_time_s"),
+        # the trainer's divergence guard: each roll-back scales the learning rates by train.guard_lr_factor
+        "rollbacks": int(result.get("rollbacks", 0)),
+        "lr_scale": cfg.train.guard_lr_factor ** int(result.get("rollbacks", 0)),
         "train_wall_s": round(train_wall, 1), "measure_wall_s": round(measure_wall, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
         "run_dir": None if variant_run_dir(variant, cfg, runs_dir) is None else str(rd.path),
