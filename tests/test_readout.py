@@ -44,9 +44,9 @@ class TwoFactorModel(nn.Module):
         x[:, :, 4:28, 14:18] = stroke[:, :, None, None]  # a vertical bar: the "digit"
         return 2 * x - 1
 
-    # the rest of the LatentModel protocol
+    # the rest of the LatentModel protocol (the read-out never encodes images: calling this is a test failure)
     def encode(self, x):
-        raise NotImplementedError
+        raise NotImplementedError("layer_factor_changes must not need encode")
 
     def decode(self, zs):
         return self.decode_state(zs)

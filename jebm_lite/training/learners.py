@@ -169,8 +169,8 @@ class _LogJointScore:
     def _score_latents(self, x: Tensor, use_mean: bool, generator: torch.Generator | None,
                        langevin_steps: int | None) -> tuple[list[Tensor], list[Tensor] | None, list[Tensor] | None]:
         """Per-layer z for ``x`` (bottom to top) and, with an inference net, q's means and log-variances
-        (``None, None`` without one)."""
-        raise NotImplementedError
+        (``None, None`` without one). Abstract: each learner using this mixin (joint / VLAE, LEBM) overrides it."""
+        raise NotImplementedError(f"{type(self).__name__} must define _score_latents to use _LogJointScore")
 
     def anomaly_score_parts(self, x: Tensor, use_mean: bool = False, generator: torch.Generator | None = None,
                             langevin_steps: int | None = None) -> dict[str, Tensor]:
