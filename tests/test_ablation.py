@@ -76,6 +76,11 @@ def test_a_diverged_setting_is_recorded_and_not_retrained(tmp_path, monkeypatch)
     assert again["diverged"]["step"] == 17 and calls == [15]  # the stored record stops a rerun
     assert "| 15 | diverged at iteration 17 | 1 | – | 56.42 |" in ablation.table_markdown(
         ablation.load_results(tmp_path), "steps")
+    # the rows a chapter shows as a DataFrame carry the same cells, keyed by column title
+    assert ablation.table_rows(ablation.load_results(tmp_path), "steps") == [
+        {"k (prior Langevin steps)": "15", "classifier FD, MNIST (ours)": "diverged at iteration 17", "seeds": "1",
+         "train iterations": "–", "paper Inception FID, CelebA-64": "56.42"}]
+    assert ablation.table_rows(ablation.load_results(tmp_path), "nef") == []
 
 
 def test_a_diverged_tab1_cell_is_counted_apart(tmp_path, monkeypatch):

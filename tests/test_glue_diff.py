@@ -34,3 +34,17 @@ def test_reads_glued_values_and_finds_what_differs(tmp_path, capsys):
     assert glue_diff.main([str(old), str(new)]) == 1
     assert glue_diff.main([str(old), str(tmp_path / "missing.ipynb")]) == 2
     assert "is not a file" in capsys.readouterr().err
+
+
+def test_summary_counts_exact_within_and_differing_values(tmp_path):
+    old = {"a": 1.0, "b": 2.0, "c": "top", "d": 10.0, "wall_s": 1.0, "gone": 0}
+    new = {"a": 1.0, "b": 2.01, "c": "middle", "d": 11.0, "wall_s": 5.0, "added": 0}
+    s = glue_diff.summary(old, new, rtol=0.02)
+    assert (s["compared"], s["exact"], s["within"]) == (4, 1, 1)
+    assert s["differ"] == [{"key": "c", "old": "top", "new": "middle", "rel": None},
+                           {"key": "d", "old": 10.0, "new": 11.0, "rel": 0.1}]
+    assert s["only_old"] == ["gone"] and s["only_new"] == ["added"]
+    o, n = _nb(tmp_path / "o.ipynb", old), _nb(tmp_path / "n.ipynb", new)
+    assert glue_diff.main([str(o), str(n), "--json", str(tmp_path / "out" / "s.json")]) == 1
+    rec = json.loads((tmp_path / "out" / "s.json").read_text())
+    assert rec["old"] == "o.ipynb" and rec["exact"] == 1 and rec["differ"][1]["rel"] == 0.1

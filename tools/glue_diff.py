@@ -1,10 +1,12 @@
 """Compare the glued values of two executions of a chapter (e.g. the stored notebook and a re-execution).
 
-    python tools/glue_diff.py OLD.ipynb NEW.ipynb [--rtol 0.02] [--ignore-prefix ch04_wall]
+    python tools/glue_diff.py OLD.ipynb NEW.ipynb [--rtol 0.02] [--ignore wall _min] [--json OUT.json]
 
 Prints one line per key that is missing on one side or whose value differs (numbers: beyond ``rtol``
 relative, or ``atol`` absolute near zero; text: exactly), and exits 1 when any differs, 0 when all agree.
 Keys that measure the execution itself (wall times) can be left out with ``--ignore`` substrings.
+``--json`` also writes :func:`summary` (counts of exact / within-tolerance / differing values and every
+differing key with both values) for the reproduction notes.
 """
 
 from __future__ import annotations
@@ -58,12 +60,35 @@ def differences(old: dict, new: dict, rtol: float = 0.02, atol: float = 1e-9,
     return lines
 
 
+def summary(old: dict, new: dict, rtol: float = 0.02, atol: float = 1e-9,
+             ignore: tuple[str, ...] = DEFAULT_IGNORE) -> dict[str, object]:
+    """Counts over the keys both executions glued (``ignore`` left out): ``exact``, ``within`` (numbers
+    within ``rtol`` but not equal), ``differ`` with ``[{"key", "old", "new", "rel"}]`` (``rel``: relative
+    change of a number, else None), and the keys found on one side only."""
+    keys = [k for k in sorted(set(old) | set(new)) if not any(s in k for s in ignore)]
+    both = [k for k in keys if k in old and k in new]
+    exact, within, differ = 0, 0, []
+    for k in both:
+        a, b = old[k], new[k]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+        if a == b:
+            exact += 1
+        elif numeric and math.isclose(a, b, rel_tol=rtol, abs_tol=atol):
+            within += 1
+        else:
+            rel = abs(b - a) / max(abs(a), atol) if numeric else None
+            differ.append({"key": k, "old": a, "new": b, "rel": rel})
+    return {"compared": len(both), "exact": exact, "within": within, "rtol": rtol, "differ": differ,
+            "only_old": [k for k in keys if k not in new], "only_new": [k for k in keys if k not in old]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("old")
     p.add_argument("new")
     p.add_argument("--rtol", type=float, default=0.02)
     p.add_argument("--ignore", nargs="*", default=list(DEFAULT_IGNORE), help="key substrings to leave out")
+    p.add_argument("--json", default=None, help="also write the summary (counts, differing keys) to this file")
     a = p.parse_args(argv)
     for f in (a.old, a.new):
         if not Path(f).is_file():
@@ -72,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     old, new = glued_values(a.old), glued_values(a.new)
     lines = differences(old, new, a.rtol, ignore=tuple(a.ignore))
     print("\n".join(lines) if lines else f"all {len(old)} glued values agree (rtol {a.rtol})")
+    if a.json:
+        rec = {"old": Path(a.old).name, "new": Path(a.new).name,
+               **summary(old, new, a.rtol, ignore=tuple(a.ignore))}
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(rec, indent=1, default=str) + "\n")
     return 1 if lines else 0
 
 

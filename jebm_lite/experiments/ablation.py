@@ -19,7 +19,7 @@ other setting trains in ``<runs>/mnist_joint_<setting><value>_seed<k>-<profile>`
 
 One call of :func:`run_setting` writes one JSON file ``<results>/<setting><value>_seed<k>_<profile>.json``
 (atomically) with the distance, the floor (5 000 real training images against the same test set) and the
-provenance; :func:`load_results` / :func:`table_markdown` build the tables from those files only.
+provenance; :func:`load_results` / :func:`table_rows` build the tables from those files only.
 
 Command line (run from ``notebooks/``; finished settings are skipped)::
 
@@ -194,31 +194,44 @@ def record_metric(record: dict[str, Any]) -> str:
     return "inception" if record.get("metric") == "inception" else "classifier"
 
 
-def table_markdown(records: Sequence[dict[str, Any]], setting: str, metric: str = "classifier") -> str:
-    """One row per value of ``setting``: our distance of ``metric`` (mean over seeds), the paper's FID."""
+def table_rows(records: Sequence[dict[str, Any]], setting: str, metric: str = "classifier") -> list[dict[str, str]]:
+    """Tab. 4 (``setting="nef"``) or Tab. 5 (``"steps"``) as rows, one per value of ``setting``: our
+    distance of ``metric`` (mean over seeds; diverged runs named), seeds, train iterations, the paper's
+    Inception FID. Keys are the column titles; every cell is a string (missing: "–")."""
     key = VALUE_KEY[metric]
-    rows: dict[int, list[dict]] = {}
+    by_value: dict[int, list[dict]] = {}
     for r in records:
         if r["setting"] == setting and record_metric(r) == metric:
-            rows.setdefault(r["value"], []).append(r)
+            by_value.setdefault(r["value"], []).append(r)
     name = {"nef": "nef (EBM width)", "steps": "k (prior Langevin steps)"}[setting]
     data = {"nef": "SVHN", "steps": "CelebA-64"}[setting]
     ours = "classifier FD, MNIST (ours)" if metric == "classifier" else "Inception FID, MNIST (ours)"
-    lines = [f"| {name} | {ours} | seeds | train iterations | paper Inception FID, {data} |",
-             "|---|---|---|---|---|"]
-    for v in sorted(rows):
-        rs = rows[v]
+    rows = []
+    for v in sorted(by_value):
+        rs = by_value[v]
         ok = [r for r in rs if r.get(key) is not None]
         paper = PAPER[setting].get(v)
         if ok:
             cell = f"{sum(r[key] for r in ok) / len(ok):.1f}"
             if len(ok) < len(rs):
                 cell += f" ({len(rs) - len(ok)} diverged)"
-            steps = ok[0]["train_steps"]
+            steps = str(ok[0]["train_steps"])
         else:
             cell = "diverged at iteration " + ", ".join(str(r["diverged"]["step"]) for r in rs)
             steps = "–"
-        lines.append(f"| {v} | {cell} | {len(rs)} | {steps} | {'–' if paper is None else f'{paper:.2f}'} |")
+        rows.append({name: str(v), ours: cell, "seeds": str(len(rs)), "train iterations": steps,
+                     f"paper Inception FID, {data}": "–" if paper is None else f"{paper:.2f}"})
+    return rows
+
+
+def table_markdown(records: Sequence[dict[str, Any]], setting: str, metric: str = "classifier") -> str:
+    """:func:`table_rows` as a markdown table (the command line prints it; chapters show a DataFrame)."""
+    rows = table_rows(records, setting, metric)
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ chapter 7's digit-1 runs already have; resumable), and one call of :func:`run_ce
 ``<results>/<method>_h<digit>_<profile>.json`` atomically with the per-checkpoint AUPRC / AUROC, the
 share of anomalies in the test set (the AUPRC of a random score) and the provenance. A training that
 diverges is stored as such (``"diverged": {"step", "message"}``) and is not retrained.
-:func:`load_results` / :func:`table_markdown` build the table from those files only.
+:func:`load_results` / :func:`table_rows` build the table from those files only.
 
 Command line (from ``notebooks/``; finished cells are skipped, runs that exist are loaded)::
 
@@ -193,7 +193,8 @@ def table_rows(records: Sequence[dict[str, Any]], digits: Sequence[int] = DIGITS
 
 
 def table_markdown(records: Sequence[dict[str, Any]], digits: Sequence[int] = DIGITS) -> str:
-    """:func:`table_rows` as a markdown table (AUPRC, held-out digit per column)."""
+    """:func:`table_rows` as a markdown table (AUPRC, held-out digit per column; the command line prints it,
+    chapters show a DataFrame of :func:`table_rows`)."""
     lines = ["| model | " + " | ".join(f"held-out {d}" for d in digits) + " |",
              "|---|" + "---|" * len(digits)]
     for r in table_rows(records, digits):
