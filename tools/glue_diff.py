@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = differences(old, new, a.rtol, ignore=tuple(a.ignore))
     print("\n".join(lines) if lines else f"all {len(old)} glued values agree (rtol {a.rtol})")
     if a.json:
-        rec = {"old": Path(a.old).name, "new": Path(a.new).name,
+        rec = {"old": Path(a.old).name, "new": Path(a.new).name, "ignore": list(a.ignore),
                **summary(old, new, a.rtol, ignore=tuple(a.ignore))}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(rec, indent=1, default=str) + "\n")
