@@ -1,6 +1,6 @@
 """Compare the glued values of two executions of a chapter (e.g. the stored notebook and a re-execution).
 
-    python tools/glue_diff.py OLD.ipynb NEW.ipynb [--rtol 0.02] [--ignore wall _min] [--json OUT.json]
+    python tools/glue_diff.py OLD.ipynb NEW.ipynb [--rtol 0.02] [--ignore wall _min] [--json OUT.json --note TEXT]
 
 Prints one line per key that is missing on one side or whose value differs (numbers: beyond ``rtol``
 relative, or ``atol`` absolute near zero; text: exactly), and exits 1 when any differs, 0 when all agree.
@@ -40,6 +40,21 @@ def glued_values(path: str | Path) -> dict[str, object]:
             except (ValueError, SyntaxError):
                 out[meta["name"]] = text
     return out
+
+
+def run_card(path: str | Path) -> dict[str, str]:
+    """The fields of the last ``RUN CARD`` a notebook printed (``{"commit", "profile", "device", "wall time", ...}``;
+    empty when it printed none)."""
+    nb = json.loads(Path(path).read_text())
+    card: dict[str, str] = {}
+    for cell in nb.get("cells", []):
+        for o in cell.get("outputs", []):
+            text = o.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if text.startswith("RUN CARD"):
+                card = {k.strip(): v.strip() for k, _, v in (ln.partition(" : ") for ln in text.splitlines()[1:])
+                        if v}
+    return card
 
 
 def differences(old: dict, new: dict, rtol: float = 0.02, atol: float = 1e-9,
@@ -89,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rtol", type=float, default=0.02)
     p.add_argument("--ignore", nargs="*", default=list(DEFAULT_IGNORE), help="key substrings to leave out")
     p.add_argument("--json", default=None, help="also write the summary (counts, differing keys) to this file")
+    p.add_argument("--note", default="", help="a line stored with --json (e.g. which runs were retrained)")
     a = p.parse_args(argv)
     for f in (a.old, a.new):
         if not Path(f).is_file():
@@ -99,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines) if lines else f"all {len(old)} glued values agree (rtol {a.rtol})")
     if a.json:
         rec = {"old": Path(a.old).name, "new": Path(a.new).name, "ignore": list(a.ignore),
+               "note": a.note, "old_card": run_card(a.old), "new_card": run_card(a.new),
                **summary(old, new, a.rtol, ignore=tuple(a.ignore))}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(rec, indent=1, default=str) + "\n")
