@@ -47,4 +47,15 @@ def test_summary_counts_exact_within_and_differing_values(tmp_path):
     o, n = _nb(tmp_path / "o.ipynb", old), _nb(tmp_path / "n.ipynb", new)
     assert glue_diff.main([str(o), str(n), "--json", str(tmp_path / "out" / "s.json")]) == 1
     rec = json.loads((tmp_path / "out" / "s.json").read_text())
+    assert rec["old_card"] == {} and glue_diff.run_card(o) == {}
     assert rec["old"] == "o.ipynb" and rec["exact"] == 1 and rec["differ"][1]["rel"] == 0.1
+
+
+def test_run_card_reads_the_last_card(tmp_path):
+    card = "RUN CARD\n  chapter   : Chapter 1: x : y\n  commit    : abc1234\n  wall time : running\n"
+    final = card.replace("running", "12.5 s")
+    cells = [{"cell_type": "code", "source": "", "metadata": {}, "execution_count": i,
+              "outputs": [{"output_type": "stream", "name": "stdout", "text": t}]} for i, t in ((1, card), (2, final))]
+    p = tmp_path / "c.ipynb"
+    p.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert glue_diff.run_card(p) == {"chapter": "Chapter 1: x : y", "commit": "abc1234", "wall time": "12.5 s"}
