@@ -340,7 +340,7 @@ async () => {
   // Commit hashes ("6a5f835", "6a5f835+dirty") in what a reader sees: provenance belongs in the result files
   // and in collapsed run cards (hide-cell), which innerText leaves out while they are closed.
   const seen = (document.querySelector("main") || document.body).innerText || "";
-  out.commitHashes = Array.from(seen.matchAll(/(?:^|\s)([0-9a-f]{7,12}(?:\+dirty)?)(?=[\s,;)]|$)/g))
+  out.commitHashes = Array.from(seen.matchAll(/(?:^|\\s)([0-9a-f]{7,12}(?:\\+dirty)?)(?=[\\s,;)]|$)/g))
     .map(m => m[1]).filter(t => /[a-f]/.test(t) && /[0-9]/.test(t)).slice(0, 5);
   out.brokenImages = imgs.filter(i => !(i.complete && i.naturalWidth > 0))
     .map(i => i.getAttribute("src")).slice(0, 10);
