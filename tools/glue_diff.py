@@ -59,20 +59,12 @@ def run_card(path: str | Path) -> dict[str, str]:
 
 def differences(old: dict, new: dict, rtol: float = 0.02, atol: float = 1e-9,
                 ignore: tuple[str, ...] = DEFAULT_IGNORE) -> list[str]:
-    """One line per key whose value differs between ``old`` and ``new`` (see the module docstring)."""
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        if any(s in key for s in ignore):
-            continue
-        if key not in old or key not in new:
-            lines.append(f"{key}: only in {'new' if key in new else 'old'}")
-            continue
-        a, b = old[key], new[key]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-        same = math.isclose(a, b, rel_tol=rtol, abs_tol=atol) if numeric else a == b
-        if not same:
-            lines.append(f"{key}: old={a!r} new={b!r}")
-    return lines
+    """One line per key whose value differs between ``old`` and ``new`` (see the module docstring), sorted by key:
+    the printable form of :func:`summary`."""
+    s = summary(old, new, rtol, atol, ignore)
+    lines = {k: f"{k}: only in old" for k in s["only_old"]} | {k: f"{k}: only in new" for k in s["only_new"]}
+    lines |= {d["key"]: f"{d['key']}: old={d['old']!r} new={d['new']!r}" for d in s["differ"]}
+    return [lines[k] for k in sorted(lines)]
 
 
 def summary(old: dict, new: dict, rtol: float = 0.02, atol: float = 1e-9,
