@@ -80,3 +80,12 @@ def test_a_diverged_cell_is_recorded_shown_and_not_retrained(tmp_path, monkeypat
                      "random": 0.3}]
     s = anomaly_table.summary(recs)
     assert list(s) == ["joint"] and s["joint"]["above_random"] == 1 and s["joint"]["train_min"] == 1.0
+
+
+def test_markdown_table_keeps_row_order_and_renames_only_the_header():
+    from jebm_lite.experiments.tables import markdown_table
+
+    rows = [{"model": "a", "1": "0.5"}, {"model": "b", "1": "–"}]
+    assert markdown_table(rows, headers={"1": "held-out 1"}) == (
+        "| model | held-out 1 |\n|---|---|\n| a | 0.5 |\n| b | – |")
+    assert markdown_table([]) == ""

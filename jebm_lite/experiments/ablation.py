@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from jebm_lite.experiments import latent_table
+from jebm_lite.experiments.tables import markdown_table
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import ConfigError, get_device, get_profile, seed_everything
 from jebm_lite.training.load import run_experiment
@@ -226,13 +227,7 @@ def table_rows(records: Sequence[dict[str, Any]], setting: str, metric: str = "c
 
 def table_markdown(records: Sequence[dict[str, Any]], setting: str, metric: str = "classifier") -> str:
     """:func:`table_rows` as a markdown table (the command line prints it; chapters show a DataFrame)."""
-    rows = table_rows(records, setting, metric)
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(table_rows(records, setting, metric))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

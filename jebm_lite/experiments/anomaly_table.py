@@ -32,6 +32,7 @@ import torch
 
 from jebm_lite.analysis import anomaly
 from jebm_lite.data import anomaly as anomaly_data
+from jebm_lite.experiments.tables import markdown_table
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import ConfigError, get_device, get_profile
 from jebm_lite.training.load import run_experiment
@@ -195,11 +196,7 @@ def table_rows(records: Sequence[dict[str, Any]], digits: Sequence[int] = DIGITS
 def table_markdown(records: Sequence[dict[str, Any]], digits: Sequence[int] = DIGITS) -> str:
     """:func:`table_rows` as a markdown table (AUPRC, held-out digit per column; the command line prints it,
     chapters show a DataFrame of :func:`table_rows`)."""
-    lines = ["| model | " + " | ".join(f"held-out {d}" for d in digits) + " |",
-             "|---|" + "---|" * len(digits)]
-    for r in table_rows(records, digits):
-        lines.append(f"| {r['model']} | " + " | ".join(r[str(d)] for d in digits) + " |")
-    return "\n".join(lines)
+    return markdown_table(table_rows(records, digits), headers={str(d): f"held-out {d}" for d in digits})
 
 
 def differences(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
