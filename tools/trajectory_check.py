@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ except ImportError:  # the flat package before the redesign
 out, preset, steps, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 cfg = jl.get_config(preset, profile="cpu", overrides=[f"train.max_steps={steps}", "train.log_every=1", *extra])
 _, history, _ = run_experiment(cfg, run_dir=out + ".run", device="cpu")
-json.dump(history, open(out, "w"))
+json.dump({"history": history, "seed": cfg.train.seed}, open(out, "w"))
 """
 
 _SKIP = ("step", "epoch", "time_s")  # bookkeeping and wall-clock columns
@@ -48,7 +50,7 @@ def first_difference(a: list[dict], b: list[dict]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def _train(lib: Path, out: Path, preset: str, steps: int, extra: list[str]) -> list[dict]:
+def _train(lib: Path, out: Path, preset: str, steps: int, extra: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(lib), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TQDM_DISABLE": "1"}
     subprocess.run([sys.executable, "-c", _TRAIN, str(out), preset, str(steps), *extra], check=True, env=env,
@@ -75,11 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([*git, "archive", "-o", str(arch), old.stdout.strip(), "jebm_lite"], check=True)
         with tarfile.open(arch) as t:
             t.extractall(tmp / "old", filter="data")
-        h_old = _train(tmp / "old", tmp / "old.json", a.preset, a.steps, [])
-        h_unfused = _train(ROOT, tmp / "unfused.json", a.preset, a.steps, ["optim.fused=false"])
-        h_new = _train(ROOT, tmp / "new.json", a.preset, a.steps, [])
+        t0 = time.perf_counter()
+        old_run = _train(tmp / "old", tmp / "old.json", a.preset, a.steps, [])
+        h_old = old_run["history"]
+        h_unfused = _train(ROOT, tmp / "unfused.json", a.preset, a.steps, ["optim.fused=false"])["history"]
+        h_new = _train(ROOT, tmp / "new.json", a.preset, a.steps, [])["history"]
+        wall = round(time.perf_counter() - t0, 1)
     rel = abs(h_new[-1]["loss"] - h_old[-1]["loss"]) / abs(h_old[-1]["loss"])
-    rec = {"preset": a.preset, "steps": a.steps, "threads": 1, "old_commit": old.stdout.strip(), "new_commit": new,
+    rec = {"preset": a.preset, "profile": "cpu", "steps": a.steps, "seed": old_run["seed"],
+           "device": f"cpu (1 thread, {platform.machine()})", "threads": 1, "wall_time_s": wall,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "old_commit": old.stdout.strip(), "new_commit": new,
            "first_difference_unfused": first_difference(h_old, h_unfused),
            "first_difference_fused": first_difference(h_old, h_new),
            "final_loss_old": h_old[-1]["loss"], "final_loss_fused": h_new[-1]["loss"], "final_loss_rel_fused": rel}
