@@ -334,6 +334,17 @@ def test_fig4_record_quantifies_each_layer_for_both_readings(tmp_path, shared_da
         assert abs(reading["all"]["pixel_var_frac"] - 1.0) < 1e-6
     assert fig4.load_results(tmp_path)[0]["readings"] == rec["readings"]
     assert fig4.run_cell("mnist", "joint", 0, "ci", results_dir=tmp_path, recipe="ref") == rec  # stored: reused
+    assert rec["train_time_s"] > 0  # which training was scored: the run's wall time, for rundir.scored_from
+
+
+def test_scored_from_tells_the_scored_training_from_a_retrained_one():
+    from jebm_lite.training.rundir import scored_from
+
+    rec = {"train_time_s": 3101.089}
+    assert scored_from(rec, {"wall_time_s": 3101.089, "steps": 30000})
+    assert not scored_from(rec, {"wall_time_s": 3099.5, "steps": 30000})  # the same cell, trained again
+    assert not scored_from({}, {"wall_time_s": 3101.089})                   # an older record without the link
+    assert not scored_from({"train_time_s": None}, {"wall_time_s": None})   # a diverged run links to nothing
 
 
 def test_paired_differences_pair_seeds_and_give_a_t_interval():

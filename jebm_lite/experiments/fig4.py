@@ -63,7 +63,8 @@ def run_cell(dataset: str, method: str, seed: int, profile: str | None = None, r
     a layer's class change by up to 0.06, so the default is 256 (about 2 minutes per cell on one CPU thread).
 
     Returns ``{"dataset", "method", "seed", "profile", "layers": L, "readings": {reading: {"z1": {"pixel_var",
-    "pixel_var_frac", "class_change"}, ..., "all": {...}}}, "classifier_test_accuracy", ...provenance}``.
+    "pixel_var_frac", "class_change"}, ..., "all": {...}}}, "classifier_test_accuracy", "train_time_s" (the scored
+    run's training time, :func:`~jebm_lite.training.rundir.scored_from`), "run_dir", ...provenance}``.
     """
     cfg = cell_config(dataset, method, seed, profile, recipe=recipe)
     out = result_path(results_dir, dataset, method, seed, cfg.profile)
@@ -73,7 +74,7 @@ def run_cell(dataset: str, method: str, seed: int, profile: str | None = None, r
     dev = get_device(device if device is not None else cfg.train.device)
     commit = git_commit()
     t0 = time.perf_counter()
-    learner, _, _ = cell_run(cfg, runs_dir, device=dev)
+    learner, _, rd = cell_run(cfg, runs_dir, device=dev)
     learner.eval()
     ci = cfg.profile == "ci"
     cache = classifier_cache if classifier_cache is not None else (None if ci else f"runs/classifier-{dataset}.pt")
@@ -90,6 +91,8 @@ def run_cell(dataset: str, method: str, seed: int, profile: str | None = None, r
     rec = {"dataset": dataset, "method": method, "seed": seed, "profile": cfg.profile, "layers": L,
            "readings": readings, "n_contexts": n_contexts, "n_resamples": n_resamples,
            "classifier_test_accuracy": float(clf.test_accuracy), "wall_s": round(time.perf_counter() - t0, 1),
+           "train_time_s": rd.read_result().get("wall_time_s"),  # which training was scored (rundir.scored_from)
+           "run_dir": str(rd.path) if not ci else None,
            **provenance(cfg, dev, commit)}
     write_json_atomic(out, rec)
     return rec

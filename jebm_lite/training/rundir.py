@@ -112,6 +112,14 @@ def stored_record(path: str | Path, cfg: ExperimentConfig) -> dict | None:
     return rec if "config" in rec and not config_diff(rec["config"], cfg, ignore=()) else None
 
 
+def scored_from(record: dict[str, Any], result: dict[str, Any]) -> bool:
+    """Whether a result record was scored from the run whose ``result.json`` is ``result``: the record's
+    ``train_time_s`` (copied from that file when it was scored) equals the run's ``wall_time_s``. A run trained
+    again is a new draw of the same experiment and no longer matches; a record without the field never does."""
+    t = record.get("train_time_s")
+    return t is not None and t == result.get("wall_time_s")
+
+
 def diverged_info(err: Exception) -> dict[str, Any]:
     """``{"step", "message"}`` of a :class:`~jebm_lite.training.trainer.TrainingDiverged`: a diverged training is a
     result too (stored, so that tables show it and a rerun does not train it again)."""
