@@ -12,6 +12,20 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """Refuse to test another checkout's package. An editable install made in a different clone (a shared or
+    linked ``.venv``) shadows this one wherever the current folder is not the repository root, e.g. in the
+    notebook kernels nbval starts in ``notebooks/``: ask where ``jebm_lite`` resolves from there."""
+    import subprocess
+    import sys
+
+    origin = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('jebm_lite').origin)"],
+                            cwd=REPO / "notebooks", capture_output=True, text=True, check=False).stdout.strip()
+    if not origin or Path(origin).resolve().parent.parent != REPO:
+        raise pytest.UsageError(f"jebm_lite resolves to {origin or 'nothing'}, not to this checkout ({REPO}): "
+                                f"run `make venv` here (or `pip install -e .` with this checkout's Python).")
+
+
 def shared_data_path() -> Path:
     """``$JEBM_DATA``, else ``<repo>/../shared/data`` (the staged MNIST / Fashion-MNIST files)."""
     return Path(os.environ.get("JEBM_DATA") or REPO.parent / "shared" / "data").resolve()
