@@ -314,4 +314,4 @@ def test_factors_presets_train_joint_and_vlae_on_rendered_batches():
         first = lrn.train_step(x, 1)["mse"]
         for step in range(2, 26):
             m = lrn.train_step(x, step)
-        assert np.isfinite(m["loss"]) and m["mse"] < first
+        assert np.isfinite(float(m["loss"])) and float(m["mse"]) < float(first)
