@@ -337,6 +337,16 @@ async () => {
   main.querySelectorAll("pre, code, table, script, style").forEach(e => e.remove());
   out.rawTables = (main.textContent || "").split("\\n")
     .filter(l => /\\|\\s*(:?-{3,}:?|[\\u2014\\u2013]+)\\s*\\|/.test(l)).map(l => l.trim().slice(0, 120)).slice(0, 5);
+  // A DataFrame shown with its default row numbers (0, 1, 2, ... in an unnamed index column) instead of an index
+  // that says something: reported by its column headers.
+  out.rowNumbers = Array.from(document.querySelectorAll(".cell_output table")).filter(t => {
+    const first = Array.from(t.querySelectorAll("tbody tr")).map(r => r.querySelector("th"));
+    if (first.length < 2 || first.some(h => !h || h.getAttribute("rowspan"))) return false;
+    if (!first.every((h, i) => h.textContent.trim() === String(i))) return false;
+    return Array.from(t.querySelectorAll("thead tr"))
+      .every(r => { const h = r.querySelector("th"); return !h || h.textContent.trim() === ""; });
+  }).map(t => Array.from(t.querySelectorAll("thead th")).map(h => h.textContent.trim()).filter(Boolean)
+    .slice(0, 4).join(" | ")).slice(0, 5);
   // Commit hashes ("6a5f835", "6a5f835+dirty") in what a reader sees: provenance belongs in the result files
   // and in collapsed run cards (hide-cell), which innerText leaves out while they are closed.
   const seen = (document.querySelector("main") || document.body).innerText || "";
@@ -458,6 +468,9 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
                             f"{info['commitHashes']}")
         if info["rawTables"]:
             problems.append(f"markdown tables shown as text, not as tables: {info['rawTables']}")
+        if info["rowNumbers"]:
+            problems.append(f"tables showing pandas' row numbers (set_index to a column that names the row): "
+                            f"{info['rowNumbers']}")
         if info["shrunkImages"]:
             problems.append(f"images shown below half their width (draw them for the column): {info['shrunkImages']}")
         if info["chtmlFonts"]:
