@@ -347,6 +347,9 @@ async () => {
       .every(r => { const h = r.querySelector("th"); return !h || h.textContent.trim() === ""; });
   }).map(t => Array.from(t.querySelectorAll("thead th")).map(h => h.textContent.trim()).filter(Boolean)
     .slice(0, 4).join(" | ")).slice(0, 5);
+  // Table cells that read "NaN" (a value that does not apply is shown as a dash: .astype(object).fillna("–")).
+  out.nanCells = Array.from(document.querySelectorAll(".cell_output table td"))
+    .filter(td => ["NaN", "nan", "<NA>", "None"].includes(td.textContent.trim())).length;
   // Commit hashes ("6a5f835", "6a5f835+dirty") in what a reader sees: provenance belongs in the result files
   // and in collapsed run cards (hide-cell), which innerText leaves out while they are closed.
   const seen = (document.querySelector("main") || document.body).innerText || "";
@@ -471,6 +474,8 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
         if info["rowNumbers"]:
             problems.append(f"tables showing pandas' row numbers (set_index to a column that names the row): "
                             f"{info['rowNumbers']}")
+        if info["nanCells"]:
+            problems.append(f"{info['nanCells']} table cells read NaN / None (show a dash where a value does not apply)")
         if info["shrunkImages"]:
             problems.append(f"images shown below half their width (draw them for the column): {info['shrunkImages']}")
         if info["chtmlFonts"]:
