@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tarfile
@@ -28,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Runs in a child process with one library version on sys.path; writes the history as JSON.
 _TRAIN = """
 import json, sys
+import torch
 import jebm_lite as jl
+from jebm_lite.runtime import device_name
 try:
     from jebm_lite.training.load import run_experiment
 except ImportError:  # the flat package before the redesign
@@ -36,7 +37,7 @@ except ImportError:  # the flat package before the redesign
 out, preset, steps, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 cfg = jl.get_config(preset, profile="cpu", overrides=[f"train.max_steps={steps}", "train.log_every=1", *extra])
 _, history, _ = run_experiment(cfg, run_dir=out + ".run", device="cpu")
-json.dump({"history": history, "seed": cfg.train.seed}, open(out, "w"))
+json.dump({"history": history, "seed": cfg.train.seed, "device": device_name(torch.device("cpu"))}, open(out, "w"))
 """
 
 _SKIP = ("step", "epoch", "time_s")  # bookkeeping and wall-clock columns
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = round(time.perf_counter() - t0, 1)
     rel = abs(h_new[-1]["loss"] - h_old[-1]["loss"]) / abs(h_old[-1]["loss"])
     rec = {"preset": a.preset, "profile": "cpu", "steps": a.steps, "seed": old_run["seed"],
-           "device": f"cpu (1 thread, {platform.machine()})", "threads": 1, "wall_time_s": wall,
+           "device": old_run["device"], "threads": 1, "wall_time_s": wall,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "old_commit": old.stdout.strip(), "new_commit": new,
            "first_difference_unfused": first_difference(h_old, h_unfused),
            "first_difference_fused": first_difference(h_old, h_new),

@@ -43,7 +43,7 @@ from jebm_lite.experiments.latent_table import (
 )
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import get_device, get_profile, git_commit, seed_everything
-from jebm_lite.training.rundir import load_records, provenance, stored_record
+from jebm_lite.training.rundir import load_records, provenance, run_link, stored_record
 
 READINGS = ("resample", "swap")
 MEASURES = ("pixel_var_frac", "class_change")
@@ -91,8 +91,7 @@ def run_cell(dataset: str, method: str, seed: int, profile: str | None = None, r
     rec = {"dataset": dataset, "method": method, "seed": seed, "profile": cfg.profile, "layers": L,
            "readings": readings, "n_contexts": n_contexts, "n_resamples": n_resamples,
            "classifier_test_accuracy": float(clf.test_accuracy), "wall_s": round(time.perf_counter() - t0, 1),
-           "train_time_s": rd.read_result().get("wall_time_s"),  # which training was scored (rundir.scored_from)
-           "run_dir": str(rd.path) if not ci else None,
+           **run_link(rd, keep_path=not ci),  # which training was scored (rundir.scored_from)
            **provenance(cfg, dev, commit)}
     write_json_atomic(out, rec)
     return rec

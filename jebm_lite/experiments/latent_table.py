@@ -40,7 +40,7 @@ from jebm_lite.config import get_config
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import ConfigError, get_device, get_profile, git_commit, seed_everything
 from jebm_lite.training.load import run_experiment
-from jebm_lite.training.rundir import diverged_info, load_records, provenance, stored_record
+from jebm_lite.training.rundir import diverged_info, load_records, provenance, run_link, stored_record
 from jebm_lite.training.trainer import TrainingDiverged
 
 DATASETS = {"mnist": "mnist", "fmnist": "fashion_mnist", "svhn": "svhn"}
@@ -180,10 +180,9 @@ def run_cell(
         "probe": {"epochs": probe_epochs, "codes": "posterior means", "n_train": len(train[1]),
                   "n_test": len(test[1]), "split": "val" if cfg.data.split == "fit" else "test"},
         "train_steps": rd.read_result().get("steps"),
-        "train_time_s": rd.read_result().get("wall_time_s"),
         "train_wall_s": round(train_wall, 1),
         "probe_wall_s": round(time.perf_counter() - t1, 1),
-        "run_dir": str(rd.path) if cfg.profile != "ci" else None,
+        **run_link(rd, keep_path=cfg.profile != "ci"),
         **provenance(cfg, dev, commit),
     }
     write_json_atomic(out, rec)

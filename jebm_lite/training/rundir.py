@@ -112,6 +112,12 @@ def stored_record(path: str | Path, cfg: ExperimentConfig) -> dict | None:
     return rec if "config" in rec and not config_diff(rec["config"], cfg, ignore=()) else None
 
 
+def run_link(rd: RunDir, keep_path: bool = True) -> dict[str, Any]:
+    """What a result record keeps of the run it scored: ``{"train_time_s", "run_dir"}`` (the run's training wall
+    time, read by :func:`scored_from`, and its folder; ``None`` with ``keep_path=False``, e.g. a temporary run)."""
+    return {"train_time_s": rd.read_result().get("wall_time_s"), "run_dir": str(rd.path) if keep_path else None}
+
+
 def scored_from(record: dict[str, Any], result: dict[str, Any]) -> bool:
     """Whether a result record was scored from the run whose ``result.json`` is ``result``: the record's
     ``train_time_s`` (copied from that file when it was scored) equals the run's ``wall_time_s``. A run trained
