@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """``jl.run_experiment``: the load-or-train entry point, imported on first use (it pulls in the models)."""
     if name == "run_experiment":
+        # on first use: torchvision and the models cost ~2 s
         from jebm_lite.training.load import run_experiment
 
         return run_experiment

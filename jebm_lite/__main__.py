@@ -30,7 +30,15 @@ from jebm_lite.config import (
     get_config,
     to_dict,
 )
-from jebm_lite.runtime import ConfigError, get_device, get_profile
+from jebm_lite.io import check_writable_dir
+from jebm_lite.runtime import CheckpointError, ConfigError, get_device, get_profile
+from jebm_lite.training import archive, distributed
+from jebm_lite.training.rundir import RunDir
+from jebm_lite.training.trainer import TrainingDiverged, TrainingInterrupted
+
+# The data layer, the models and the evaluation are imported inside the commands that use them:
+# they pull in torchvision and the networks (about 2 s), which ``configs``, ``show`` and ``--help``
+# do not need.
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -107,10 +115,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from jebm_lite.training import distributed
-    from jebm_lite.training.load import load_or_train
-    from jebm_lite.training.rundir import RunDir
-
     cfg = resolve_config(args.config, args.profile, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{cfg.profile}"
     rd = RunDir(out)
@@ -122,9 +126,9 @@ def cmd_train(args) -> int:
                   "Use a new --out directory to train again.")
         return 0
 
-    from jebm_lite.data import DataNotFoundError
-    from jebm_lite.io import check_writable_dir
-    from jebm_lite.training.load import training_data
+    from jebm_lite.data import DataNotFoundError  # imported on use: see the note at the top
+    from jebm_lite.training.learners import build_learner
+    from jebm_lite.training.load import load_or_train, training_data
 
     check_writable_dir(out)  # --out naming a file, a folder under a file, or a read-only place
 
@@ -138,7 +142,6 @@ def cmd_train(args) -> int:
         _err(str(e))
         distributed.cleanup()
         return EXIT_USAGE
-    from jebm_lite.training.learners import build_learner  # imported on use (the heaviest import)
     if main:
         print(f"run directory: {out}  (profile {cfg.profile}, device {device}, "
               f"{distributed.world_size()} process(es))")
@@ -157,8 +160,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from jebm_lite.training import archive
-
     if args.runs_command == "pack":
         man = archive.pack(args.run_dirs, args.out)
         for name in sorted(man["runs"]):
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # python -m jebm_lite evaluate RUN_DIR ... (see jebm_lite.experiments.evaluate)
-        from jebm_lite.experiments.evaluate import main as evaluate_main
+        from jebm_lite.experiments.evaluate import main as evaluate_main  # imported on use (see the top)
 
         return evaluate_main(argv[1:])
     parser = _parser()
@@ -190,9 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from jebm_lite.runtime import CheckpointError
-    from jebm_lite.training.trainer import TrainingDiverged, TrainingInterrupted
-
     try:
         if args.command == "configs":
             return cmd_configs()

@@ -21,6 +21,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from jebm_lite.runtime import ConfigError, get_profile
 
 # ----------------------------------------------------------------------------------------------
@@ -413,8 +415,6 @@ def _check_numbers(cfg: ExperimentConfig) -> None:
                 left, right = "[" if lo_in else "(", "]" if hi_in else ")"
                 raise ConfigError(f"{key}={v:g} is out of range: it must lie in {left}{lo:g}, {hi:g}{right}")
     if cfg.train.device is not None:
-        import torch
-
         try:
             torch.device(cfg.train.device)
         except (RuntimeError, TypeError):

@@ -118,3 +118,100 @@ def test_the_checker_sees_function_local_imports(tmp_path):
         assert "jebm_lite.training.trainer" in bad
     finally:
         PKG = real
+
+
+# -- imports inside functions -------------------------------------------------------------------------
+
+ENTRY = {"jebm_lite", "jebm_lite.__main__"}
+
+
+def local_imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, root module)`` of every import statement inside a function of ``path``."""
+    out = []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for n in ast.walk(fn):
+                if isinstance(n, ast.Import):
+                    out.append((n.lineno, n.names[0].name.split(".")[0]))
+                elif isinstance(n, ast.ImportFrom):
+                    out.append((n.lineno, "jebm_lite" if n.level else (n.module or "").split(".")[0]))
+    return sorted(set(out))
+
+
+def says_why(lines: list[str], lineno: int) -> bool:
+    """A comment on the import, on another import of its block, or on the line just above the block."""
+    i = lineno - 1
+    while i > 0 and lines[i - 1].lstrip().startswith(("import ", "from ")):
+        i -= 1
+    j = lineno - 1
+    while j + 1 < len(lines) and lines[j + 1].lstrip().startswith(("import ", "from ")):
+        j += 1
+    block = lines[max(i - 1, 0):j + 1]
+    return any("#" in line for line in block)
+
+
+def test_imports_inside_functions_are_few_and_say_why():
+    """Only a heavy optional dependency, or the entry layer keeping its start-up light, may import in a function."""
+    import sys
+
+    bad = []
+    for mod, path in modules().items():
+        lines = path.read_text().splitlines()
+        for lineno, root in local_imports(path):
+            where = f"{path.relative_to(PKG.parent)}:{lineno}"
+            if root in sys.stdlib_module_names:
+                bad.append(f"{where}: the standard library belongs at the top of the module")
+            elif root == "jebm_lite" and mod not in ENTRY:
+                bad.append(f"{where}: a package import inside a function (move it to the top)")
+            elif not says_why(lines, lineno):
+                bad.append(f"{where}: an import inside a function without a comment saying why")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_local_import_check_sees_an_unexplained_import(tmp_path):
+    src = "def f():\n    import numpy\n\n\ndef g():\n    # heavy: on use\n    import scipy\n"
+    (tmp_path / "m.py").write_text(src)
+    found = local_imports(tmp_path / "m.py")
+    assert found == [(2, "numpy"), (7, "scipy")]
+    lines = src.splitlines()
+    assert not says_why(lines, 2) and says_why(lines, 7)
+
+
+# -- the module map in CONTRIBUTING.md ----------------------------------------------------------------
+
+MAP_LAYERS = {"foundation": 0, "core": 1, "training": 2, "analysis": 3, "experiments": 4, "entry": 5}
+
+
+def contributing_map() -> dict[str, str]:
+    """Module path (relative to the package, a folder for ``data/``) -> layer name, read off the table."""
+    text = (PKG.parent / "CONTRIBUTING.md").read_text()
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    out, layer_name = {}, None
+    for row in section.splitlines():
+        if not row.startswith("| ") or row.startswith("| layer") or row.startswith("|---"):
+            continue
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        layer_name = cells[0] or layer_name
+        folder = ""
+        for name in (n.strip().strip("`") for n in cells[1].split(",")):
+            if "/" in name:
+                folder = name.rsplit("/", 1)[0] + "/" if not name.endswith("/") else ""
+            else:
+                name = folder + name
+            out[name] = layer_name
+    return out
+
+
+def test_the_module_map_in_contributing_names_every_module_with_its_layer():
+    table = contributing_map()
+    actual = {}
+    for mod, path in modules().items():
+        rel = path.relative_to(PKG).as_posix()
+        if rel == "__init__.py" or rel.endswith("/__init__.py"):
+            continue
+        actual["data/" if rel.startswith("data/") else rel] = mod
+    assert sorted(set(actual) - set(table)) == [], "modules missing from the CONTRIBUTING.md module map"
+    assert sorted(set(table) - set(actual)) == [], "the CONTRIBUTING.md module map names modules that do not exist"
+    wrong = [f"{rel}: table says {table[rel]}, imports say layer {layer(mod)}"
+             for rel, mod in actual.items() if MAP_LAYERS[table[rel]] != layer(mod)]
+    assert not wrong, "\n".join(wrong)

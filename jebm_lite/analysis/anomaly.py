@@ -37,8 +37,11 @@ from torch import Tensor, nn
 
 from jebm_lite.analysis.metrics import auprc, auroc
 from jebm_lite.data.anomaly import AnomalySplit
-from jebm_lite.runtime import ConfigError
+from jebm_lite.runtime import CheckpointError, ConfigError
 from jebm_lite.training.learner import ScoredModel
+from jebm_lite.training.learners import build_learner
+from jebm_lite.training.load import load_learner
+from jebm_lite.training.rundir import RunDir
 
 __all__ = [
     "eval_mode",
@@ -199,11 +202,6 @@ def evaluate_checkpoints(
     Raises:
         CheckpointError: no checkpoint in ``run_dir``.
     """
-    from jebm_lite.runtime import CheckpointError
-    from jebm_lite.training.learners import build_learner
-    from jebm_lite.training.load import load_learner
-    from jebm_lite.training.rundir import RunDir
-
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     ckpts = rd.checkpoints()[-last:]
     if not ckpts:

@@ -46,9 +46,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from jebm_lite.analysis.metrics import reconstruction_mse
 from jebm_lite.data import DataNotFoundError
-from jebm_lite.runtime import ConfigError, device_name, get_device
+from jebm_lite.io import atomic_write, safe_torch_load, write_json_atomic
+from jebm_lite.runtime import CheckpointError, ConfigError, device_name, get_device
 
 WEIGHTS_ENV = "JEBM_FID_WEIGHTS"
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -133,19 +136,17 @@ def inception_metric(
         ConfigError: torch-fidelity is not installed.
     """
     try:
-        import torch_fidelity  # noqa: F401
+        import torch_fidelity  # noqa: F401  (heavy optional import, ~1.5 s, checked only when FID is asked for)
     except ImportError:
         raise ConfigError(
             "FID with the Inception network needs torch-fidelity: pip install torch-fidelity==0.4.0 "
             "(it is in requirements.txt), or pass a feature extractor (extractor=)."
         ) from None
+    # imported on use: a heavy import (~2 s)
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     path = resolve_weights(weights_path)
     if path is not None:  # read it safely first: a junk or crafted file is refused before torch-fidelity sees it
-        from jebm_lite.io import safe_torch_load
-        from jebm_lite.runtime import CheckpointError
-
         try:
             blob = safe_torch_load(path, "Inception weights file", "point --weights at torch-fidelity's file")
         except CheckpointError as e:
@@ -187,6 +188,7 @@ def feature_metric(extractor: nn.Module, example: Tensor):
 
     ``example``: a batch (B, C, H, W) used once to find the feature size.
     """
+    # imported on use: a heavy import (~2 s)
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     dev = next((p.device for p in extractor.parameters()), torch.device("cpu"))
@@ -276,6 +278,7 @@ _STATES = ("features_sum", "features_cov_sum", "features_num_samples")
 def fid_from_stats(real: dict[str, Tensor], fake: dict[str, Tensor]) -> float:
     """FID from accumulated feature statistics ``{"features_sum": (d,), "features_cov_sum": (d, d),
     "features_num_samples": ()}`` (torchmetrics' state, float64), with torchmetrics' ``_compute_fid``."""
+    # imported on use: a heavy import (~2 s)
     from torchmetrics.image.fid import _compute_fid
 
     def gauss(s: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -320,8 +323,6 @@ def _load_states(metric, which: str, states: dict[str, Tensor]) -> None:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    from jebm_lite.io import atomic_write
-
     atomic_write(path, lambda f: torch.save(state, f), mode="wb")
 
 
@@ -405,8 +406,6 @@ def compute_fid(
     done = {"real": 0, "fake": 0}
     elapsed, resumed = 0.0, False
     if state_path is not None and state_path.is_file():
-        from jebm_lite.io import safe_torch_load
-
         st = safe_torch_load(state_path, "FID state file", "delete it (or pass another name=/state_path=) to "
                              "compute the FID afresh")
         if not isinstance(st, dict) or st.get("key") != key:
@@ -426,8 +425,6 @@ def compute_fid(
     passes = (("real", _Reader(real, n_real, batch_size, seed, 0)), ("fake", _Reader(fake, n, batch_size, seed, 1)))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=sum(len(r) for _, r in passes), initial=done["real"] + done["fake"], desc=f"FID {name}")
     with torch.no_grad():
         for which, reader in passes:
@@ -448,8 +445,6 @@ def compute_fid(
         wall_time_s=round(elapsed + time.perf_counter() - t0, 3), device=device_name(dev), resumed=resumed,
     )
     if run_dir is not None:
-        from jebm_lite.io import write_json_atomic
-
         out = Path(run_dir) / "results" / f"{name}.json"
         res.result_path = str(out)
         write_json_atomic(out, res.as_dict())
@@ -476,8 +471,6 @@ def reconstruction_report(
     :func:`jebm_lite.analysis.metrics.reconstruction_mse`; returns ``{"mse_01", "mse_pm1", "n"}`` (``mse_pm1`` =
     4 ``mse_01``).
     """
-    from jebm_lite.analysis.metrics import reconstruction_mse
-
     dev = get_device(device)
     length = _source_len(data)
     if length is None:

@@ -33,6 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from jebm_lite.analysis.metrics import count_label_changes
+from jebm_lite.analysis.viz import unit_sweep_codes
+from jebm_lite.models.cond_ebm import resample_layers_eps, sample_prior_eps
 from jebm_lite.training.learner import ConditionalHierarchyModel, LayeredModel
 
 __all__ = [
@@ -440,12 +443,9 @@ def unit_sweep_stats(
     A unit that holds identity has ``changed`` near 1; a style unit has ``changed`` near 0 and
     ``pix_same`` > 0. Works for any learner with ``decode(list of per-layer codes)``.
     """
-    from jebm_lite.analysis.metrics import count_label_changes
-
     bases = [b.detach() for b in bases]
     R, C = bases[0].shape[0], values.numel()
     layer = range(len(bases))[layer]
-    from jebm_lite.analysis.viz import unit_sweep_codes
 
     codes = [b.repeat_interleave(C, dim=0) for b in bases]
     codes[layer] = unit_sweep_codes(bases[layer], unit, values.to(bases[layer].device))
@@ -547,8 +547,6 @@ def conditional_resample_stats(
         1..k): the share of samples whose predicted class (argmax) differs from that of the original sample,
         and the mean absolute pixel difference to it on the [0, 1] scale.
     """
-    from jebm_lite.models.cond_ebm import resample_layers_eps, sample_prior_eps
-
     cond = _conditional(learner, "conditional_resample_stats")
     model, energies = cond.model, cond.energies  # the hierarchy itself; the CVPR 2023 per-layer energies or None
     lc = cond.prior_langevin

@@ -7,12 +7,14 @@ can inspect it. Interactive pieces (ipywidgets) have a static stand-in for the r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import animation, patheffects
 from torch import Tensor
 
 #: Colours used by every chapter (seaborn "colorblind" palette).
@@ -24,6 +26,7 @@ LAYER_COLORS = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161"
 
 def set_style() -> None:
     """The book's plotting style: seaborn's whitegrid theme, PNG-friendly sizes."""
+    # imported on use: a heavy import (~1 s)
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
@@ -148,8 +151,6 @@ def animate(frames: Sequence[Callable[[plt.Axes], None]] | int, draw: Callable[[
     Returns:
         HTML text; display it with ``IPython.display.HTML``.
     """
-    from matplotlib import animation
-
     n = frames if isinstance(frames, int) else len(frames)
     fig, ax = plt.subplots(figsize=figsize)
 
@@ -171,8 +172,6 @@ def interactive() -> bool:
     widget state is stored and the rendered book shows the static stand-in) or in the ``ci``
     profile.
     """
-    import os
-
     if os.environ.get("JEBM_STATIC", "0") not in ("", "0", "false", "False"):
         return False
     return os.environ.get("JEBM_PROFILE", "") != "ci"
@@ -237,8 +236,6 @@ def plot_chains_2d(ax: plt.Axes, chain: Tensor, color: str = PRIOR_COLOR, label:
     legend entry (``label``) for the lot. ``outline`` draws a thin white stroke under each line so that
     chains in :data:`PRIOR_COLOR` stay visible over a blue density (:func:`plot_density_2d`).
     """
-    from matplotlib import patheffects
-
     c = chain.detach().float().cpu().numpy()
     if c.ndim != 3 or c.shape[2] != 2:
         raise ValueError(f"chain must have shape (T+1, B, 2), got {tuple(c.shape)}")

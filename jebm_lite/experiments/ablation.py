@@ -37,6 +37,9 @@ from typing import Any
 
 import torch
 
+from jebm_lite.analysis import fid
+from jebm_lite.analysis.metrics import digit_classifier
+from jebm_lite.data import as_tensors, get_dataset
 from jebm_lite.experiments import latent_table
 from jebm_lite.experiments.tables import markdown_table
 from jebm_lite.io import write_json_atomic
@@ -126,10 +129,6 @@ def run_setting(
         training diverges (:class:`~jebm_lite.training.trainer.TrainingDiverged`) gives
         ``"classifier_fd": None`` and ``"diverged": {"step", "message"}`` (stored, so it is not retrained).
     """
-    from jebm_lite.analysis import fid
-    from jebm_lite.analysis.metrics import digit_classifier
-    from jebm_lite.data import as_tensors, get_dataset
-
     cfg = setting_config(setting, value, seed, profile)
     metric = default_metric(cfg.profile) if metric is None else metric
     if metric not in METRICS:

@@ -31,12 +31,14 @@ import numpy as np
 import torch
 
 from jebm_lite.analysis import anomaly
+from jebm_lite.config import get_config
 from jebm_lite.data import anomaly as anomaly_data
 from jebm_lite.experiments.tables import markdown_table
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import ConfigError, get_device, get_profile
 from jebm_lite.training.load import run_experiment
 from jebm_lite.training.rundir import diverged_info, load_records, provenance, stored_record
+from jebm_lite.training.trainer import TrainingDiverged
 
 DIGITS = (1, 4, 5, 7, 9)
 """The held-out digits of paper Tab. 3."""
@@ -61,8 +63,6 @@ PAPER_ROW = {"joint": "Ours (joint EBM prior)", "lebm": "Latent EBM"}
 def cell_config(method: str, digit: int, profile: str | None = None, steps: int = 1500, ckpt_every: int = 500,
                 last: int = 3):
     """The config of one cell: preset ``mnist_anomaly_<method>`` with ``data.hold_out=digit`` and the budget."""
-    from jebm_lite.config import get_config
-
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if int(digit) not in range(10):
@@ -114,8 +114,6 @@ def run_cell(
         "limit", "train_steps", "train_time_s", "eval_wall_s", "run_dir", "device", "torch", "commit",
         "date", "config"}``; a diverged training gives ``"auprc_mean": None`` and ``"diverged"``.
     """
-    from jebm_lite.training.trainer import TrainingDiverged
-
     cfg = cell_config(method, digit, profile, steps, ckpt_every, last)
     out = result_path(results_dir, method, digit, cfg.profile) if results_dir is not None else None
     stored = None if (out is None or force) else stored_record(out, cfg)

@@ -37,7 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from jebm_lite.runtime import ConfigError, get_device
+from jebm_lite.analysis import fid as fidlib
+from jebm_lite.data import DataNotFoundError, get_dataset
+from jebm_lite.io import write_json_atomic
+from jebm_lite.runtime import CheckpointError, ConfigError, get_device
+from jebm_lite.training.learners import build_learner
+from jebm_lite.training.load import load_learner
+from jebm_lite.training.rundir import RunDir
 
 EXIT_USAGE = 2
 
@@ -97,13 +103,6 @@ def evaluate(
         CheckpointError: no usable checkpoint; DataNotFoundError: the data files are missing;
         FIDWeightsNotFoundError: the Inception weights are missing offline; ConfigError: bad arguments.
     """
-    from jebm_lite.analysis import fid as fidlib
-    from jebm_lite.data import get_dataset
-    from jebm_lite.io import write_json_atomic
-    from jebm_lite.training.learners import build_learner
-    from jebm_lite.training.load import load_learner
-    from jebm_lite.training.rundir import RunDir
-
     if not (mse or fid):
         raise ConfigError("Nothing to evaluate: pass --mse and / or --fid.")
     rd = RunDir(run_dir)
@@ -165,9 +164,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 usage / data / checkpoint / FID-weights error)."""
-    from jebm_lite.data import DataNotFoundError
-    from jebm_lite.runtime import CheckpointError
-
     args = _parser().parse_args(argv)
     try:
         out = evaluate(

@@ -40,7 +40,9 @@ from typing import Any
 
 import torch
 
+from jebm_lite.analysis import hierarchy, metrics
 from jebm_lite.config import ExperimentConfig, get_config
+from jebm_lite.data import DataNotFoundError, as_tensors, get_dataset
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import CheckpointError, ConfigError, get_device, get_profile, git_commit
 from jebm_lite.training.load import run_experiment
@@ -130,9 +132,6 @@ def run_variant(
         "run_dir"}`` plus the
         provenance (``device``, ``torch``, ``threads``, ``commit``, ``date``, ``config``).
     """
-    from jebm_lite.analysis import hierarchy, metrics
-    from jebm_lite.data import as_tensors, get_dataset
-
     cfg = variant_config(variant, profile, seed, overrides)
     out = result_path(results_dir, variant, cfg)
     stored = None if force else stored_record(out, cfg)
@@ -243,8 +242,6 @@ def verdict(records: Iterable[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 usage / config / data / checkpoint error)."""
-    from jebm_lite.data import DataNotFoundError
-
     p = argparse.ArgumentParser(prog="python -m jebm_lite.experiments.fig1",
                                 description="Paper Fig. 1: markov against deterministic top-down path.")
     p.add_argument("--profile", choices=["ci", "cpu", "full"], default=None)

@@ -21,6 +21,7 @@ per cell, ``<results>/<dataset>_<method>_seed<k>_<profile>.json``, with provenan
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,8 +118,6 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample std over seeds per (dataset, method, reading, layer): ``{"dataset", "method", "reading",
     "layer", "n_seeds", "<measure>_mean", "<measure>_std"}`` for each of :data:`MEASURES` (std NaN with one
     seed; a measure missing from a record, e.g. ``class_change`` without a classifier, is left out)."""
-    import statistics
-
     groups: dict[tuple, list[dict]] = {}
     for row in layer_rows(records):
         groups.setdefault((row["dataset"], row["method"], row["reading"], row["layer"]), []).append(row)

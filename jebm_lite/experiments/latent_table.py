@@ -36,7 +36,9 @@ from typing import Any
 
 import torch
 
+from jebm_lite.analysis.metrics import layerwise_probe
 from jebm_lite.config import get_config
+from jebm_lite.data import as_tensors, get_dataset
 from jebm_lite.io import write_json_atomic
 from jebm_lite.runtime import ConfigError, get_device, get_profile, git_commit, seed_everything
 from jebm_lite.training.load import run_experiment
@@ -108,8 +110,6 @@ def probe_data(cfg, test_subset: int | None = None) -> tuple[tuple, tuple]:
     """``((x_train, y_train), (x_test, y_test))`` of ``cfg.data``: all the training images the model saw
     (``data.subset`` if set) and the full test split (or its first ``test_subset`` images). A model trained
     on the ``fit`` split is scored on the ``val`` split instead of ``test``."""
-    from jebm_lite.data import as_tensors, get_dataset
-
     d = cfg.data
     held_out = "val" if d.split == "fit" else "test"
     tr = as_tensors(get_dataset(d.name, d.split, root=d.root, classes=d.classes, subset=d.subset))
@@ -169,7 +169,6 @@ def run_cell(
     learner.eval()
     seed_everything(seed)
     t1 = time.perf_counter()
-    from jebm_lite.analysis.metrics import layerwise_probe
 
     train, test = probe_data(cfg, test_subset)
     probes = layerwise_probe(learner, train, test, epochs=probe_epochs, seed=seed)
@@ -225,6 +224,7 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
     """``(mean, low, high)``: the mean of ``values`` and its two-sided Student-t confidence interval at ``level``
     (``low``, ``high`` None with fewer than 2 values). Used for per-seed paired differences."""
+    # imported on use: a heavy import (~0.6 s)
     from scipy import stats
 
     if not values:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from jebm_lite.models.conditional import ConditionalHierarchy
 from jebm_lite.models.ebm import EnergyMLP
 from jebm_lite.runtime import ConfigError
+from jebm_lite.sampling import LangevinTrace, langevin
 
 __all__ = ["LayerEnergies", "log_prior_unnorm", "eps_log_prob", "sample_prior_eps", "resample_layers_eps"]
 
@@ -165,8 +166,6 @@ def sample_prior_eps(
         ``zs`` and ``eps``, lists ``[(n, z_dims[i])]`` bottom to top (detached), and the
         :class:`~jebm_lite.sampling.LangevinTrace` of the concatenated eps, ``trace.z: (n, sum z_dims)``.
     """
-    from jebm_lite.sampling import LangevinTrace, langevin
-
     sizes = model.z_dims
     if eps0 is not None:
         eps0 = [e.detach() for e in eps0]
@@ -220,8 +219,6 @@ def resample_layers_eps(
     Returns:
         ``(zs, eps)``: the new state and its ``T(eps)``, lists ``[(B, z_dims[i])]`` bottom to top (detached).
     """
-    from jebm_lite.sampling import langevin
-
     eps = [e.detach() for e in eps]
     if len(eps) != model.n_layers:
         raise ValueError(f"expected {model.n_layers} eps tensors (bottom -> top), got {len(eps)}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from jebm_lite.models.ebm import JointEBMPrior
 from jebm_lite.models.hierarchical import HierarchicalGenerator, build_hierarchical
 from jebm_lite.runtime import ConfigError
 
@@ -71,8 +72,6 @@ class LEBM(nn.Module):
         ``cfg.model`` (preset ``lebm_mnist`` unless ``cfg.model.preset`` names another one-layer-capable
         preset); the prior from ``JointEBMPrior.from_config(z_dims, cfg.ebm)``.
         """
-        from jebm_lite.models.ebm import JointEBMPrior
-
         gen, _ = build_hierarchical(cfg.model, image_shape)
         if gen.n_layers != 1:
             raise ConfigError(

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
+from tqdm.auto import tqdm
 
 from jebm_lite.config import ExperimentConfig, to_dict
 from jebm_lite.io import RunLock, atomic_write, clean_temp_files, write_jsonl_atomic
@@ -628,8 +629,6 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------
 
     def _progress(self):
-        from tqdm.auto import tqdm
-
         disable = (not self.cfg.train.progress or os.environ.get("TQDM_DISABLE", "") == "1"
                    or not self.is_main)
         return tqdm(total=self.cfg.train.max_steps, initial=self.step, disable=disable,
