@@ -215,3 +215,16 @@ def test_the_module_map_in_contributing_names_every_module_with_its_layer():
     wrong = [f"{rel}: table says {table[rel]}, imports say layer {layer(mod)}"
              for rel, mod in actual.items() if MAP_LAYERS[table[rel]] != layer(mod)]
     assert not wrong, "\n".join(wrong)
+
+
+def test_each_layer_folder_introduces_its_modules():
+    """The docstring of analysis/, experiments/, training/ names each of its modules (:mod:`.name`)."""
+    import jebm_lite.analysis
+    import jebm_lite.experiments
+    import jebm_lite.training
+
+    for pkg in (jebm_lite.analysis, jebm_lite.experiments, jebm_lite.training):
+        folder = Path(pkg.__file__).parent
+        names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+        missing = [n for n in names if f":mod:`.{n}`" not in (pkg.__doc__ or "")]
+        assert not missing, f"{pkg.__name__}'s docstring does not introduce {missing}"
