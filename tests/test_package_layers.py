@@ -68,9 +68,23 @@ def imports(path: Path, mods: dict[str, Path]) -> set[str]:
     return out
 
 
+def with_parents(me: str, deps: set[str], mods: dict[str, Path]) -> set[str]:
+    """Importing ``a.b.c`` first runs the ``__init__`` of ``a.b``: that import is an edge too, unless ``a.b``
+    is a package around ``me`` (it has started running before ``me`` can)."""
+    out = set(deps)
+    for d in deps:
+        parts = d.split(".")
+        for i in range(2, len(parts)):
+            pkg = ".".join(parts[:i])
+            if pkg in mods and not (me + ".").startswith(pkg + "."):
+                out.add(pkg)
+    return out
+
+
 def graph() -> dict[str, set[str]]:
     mods = modules()
-    return {m: {d for d in imports(p, mods) if d != "jebm_lite"} for m, p in mods.items()}
+    return {m: {d for d in with_parents(m, imports(p, mods), mods) if d not in ("jebm_lite", m)}
+            for m, p in mods.items()}
 
 
 def test_no_import_runs_up_a_layer():
@@ -116,6 +130,25 @@ def test_the_checker_sees_function_local_imports(tmp_path):
         assert "jebm_lite.sampling" in g["jebm_lite.training.trainer"]
         bad = [d for m, deps in g.items() for d in deps if m != "jebm_lite" and layer(d) > layer(m)]
         assert "jebm_lite.training.trainer" in bad
+    finally:
+        PKG = real
+
+
+def test_the_checker_sees_a_loop_through_a_package_init(tmp_path):
+    """``sampling`` importing ``models.ebm`` runs ``models/__init__``; a loop closed there is a loop."""
+    fake = tmp_path / "jebm_lite"
+    (fake / "models").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "models" / "__init__.py").write_text("from jebm_lite.models.cond import X\n")
+    (fake / "models" / "ebm.py").write_text("")
+    (fake / "models" / "cond.py").write_text("from jebm_lite.sampling import langevin\nX = 1\n")
+    (fake / "sampling.py").write_text("from jebm_lite.models.ebm import E\n")
+    global PKG
+    real, PKG = PKG, fake
+    try:
+        g = graph()
+        assert "jebm_lite.models" in g["jebm_lite.sampling"]
+        assert "jebm_lite.models.cond" in g["jebm_lite.models"]
     finally:
         PKG = real
 
@@ -228,3 +261,27 @@ def test_each_layer_folder_introduces_its_modules():
         names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
         missing = [n for n in names if f":mod:`.{n}`" not in (pkg.__doc__ or "")]
         assert not missing, f"{pkg.__name__}'s docstring does not introduce {missing}"
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """The static checks above, confirmed by Python: each module imported before any other one of the package
+    (a loop through a package ``__init__`` fails only in some import orders)."""
+    import subprocess
+    import sys
+
+    names = sorted(m for m in modules() if m != "jebm_lite.__main__")
+    code = (
+        "import importlib, sys, torch, torchvision, matplotlib.pyplot\n"
+        "bad = []\n"
+        f"for name in {names!r}:\n"
+        "    for m in [m for m in sys.modules if m == 'jebm_lite' or m.startswith('jebm_lite.')]:\n"
+        "        del sys.modules[m]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as e:\n"
+        "        bad.append(f'{name}: {type(e).__name__}: {e}')\n"
+        "print('\\n'.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", out.stdout

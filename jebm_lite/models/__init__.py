@@ -1,8 +1,9 @@
 """Networks: hierarchical generator + ladder inference (paper Eqs. 5, 8), LEBM, conditional hierarchy,
-the joint EBM prior (paper Eq. 3) and the per-layer energies of the CVPR 2023 prior. Layer lists are ordered bottom (z_1) to top (z_L)."""
+the joint EBM prior (paper Eq. 3) and the per-layer energies of the CVPR 2023 prior (:mod:`.cond_ebm`, not
+re-exported here: it samples with :mod:`jebm_lite.sampling`, which imports this package). Layer lists are
+ordered bottom (z_1) to top (z_L)."""
 
 from jebm_lite.models.blocks import count_params, xavier_init_
-from jebm_lite.models.cond_ebm import LayerEnergies
 from jebm_lite.models.conditional import ConditionalHierarchy
 from jebm_lite.models.ebm import EnergyMLP, JointEBMPrior
 from jebm_lite.models.hierarchical import (
@@ -22,7 +23,6 @@ __all__ = [
     "HierarchicalGenerator",
     "JointEBMPrior",
     "LEBM",
-    "LayerEnergies",
     "LadderInference",
     "build_hierarchical",
     "count_params",
