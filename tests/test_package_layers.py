@@ -15,7 +15,15 @@ Every ``import`` counts, including those inside functions (a function-local impo
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+import jebm_lite.analysis
+import jebm_lite.experiments
+import jebm_lite.training
 
 PKG = Path(__file__).resolve().parent.parent / "jebm_lite"
 
@@ -83,8 +91,7 @@ def with_parents(me: str, deps: set[str], mods: dict[str, Path]) -> set[str]:
 
 def graph() -> dict[str, set[str]]:
     mods = modules()
-    return {m: {d for d in with_parents(m, imports(p, mods), mods) if d not in ("jebm_lite", m)}
-            for m, p in mods.items()}
+    return {m: {d for d in with_parents(m, imports(p, mods), mods) if d != "jebm_lite"} for m, p in mods.items()}
 
 
 def test_no_import_runs_up_a_layer():
@@ -114,43 +121,40 @@ def test_no_import_cycle():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-def test_the_checker_sees_function_local_imports(tmp_path):
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    """Point the checker at a package made of the given files (relative path -> source)."""
+
+    def make(files: dict[str, str]) -> None:
+        fake = tmp_path / "jebm_lite"
+        for rel, src in {"__init__.py": "", **files}.items():
+            (fake / rel).parent.mkdir(parents=True, exist_ok=True)
+            (fake / rel).write_text(src)
+        monkeypatch.setattr(sys.modules[__name__], "PKG", fake)
+
+    return make
+
+
+def test_the_checker_sees_function_local_imports(fake_package):
     """A loop closed by an import inside a function is still a loop: the checker must see it."""
-    fake = tmp_path / "jebm_lite"
-    (fake / "training").mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "training" / "__init__.py").write_text("")
-    (fake / "sampling.py").write_text("def f():\n    from jebm_lite.training import trainer\n")
-    (fake / "training" / "trainer.py").write_text("from jebm_lite import sampling\n")
-    global PKG
-    real, PKG = PKG, fake
-    try:
-        g = graph()
-        assert "jebm_lite.training.trainer" in g["jebm_lite.sampling"]
-        assert "jebm_lite.sampling" in g["jebm_lite.training.trainer"]
-        bad = [d for m, deps in g.items() for d in deps if m != "jebm_lite" and layer(d) > layer(m)]
-        assert "jebm_lite.training.trainer" in bad
-    finally:
-        PKG = real
+    fake_package({"training/__init__.py": "",
+                  "sampling.py": "def f():\n    from jebm_lite.training import trainer\n",
+                  "training/trainer.py": "from jebm_lite import sampling\n"})
+    g = graph()
+    assert "jebm_lite.training.trainer" in g["jebm_lite.sampling"]
+    assert "jebm_lite.sampling" in g["jebm_lite.training.trainer"]
+    bad = [d for m, deps in g.items() for d in deps if m != "jebm_lite" and layer(d) > layer(m)]
+    assert "jebm_lite.training.trainer" in bad
 
 
-def test_the_checker_sees_a_loop_through_a_package_init(tmp_path):
+def test_the_checker_sees_a_loop_through_a_package_init(fake_package):
     """``sampling`` importing ``models.ebm`` runs ``models/__init__``; a loop closed there is a loop."""
-    fake = tmp_path / "jebm_lite"
-    (fake / "models").mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "models" / "__init__.py").write_text("from jebm_lite.models.cond import X\n")
-    (fake / "models" / "ebm.py").write_text("")
-    (fake / "models" / "cond.py").write_text("from jebm_lite.sampling import langevin\nX = 1\n")
-    (fake / "sampling.py").write_text("from jebm_lite.models.ebm import E\n")
-    global PKG
-    real, PKG = PKG, fake
-    try:
-        g = graph()
-        assert "jebm_lite.models" in g["jebm_lite.sampling"]
-        assert "jebm_lite.models.cond" in g["jebm_lite.models"]
-    finally:
-        PKG = real
+    fake_package({"models/__init__.py": "from jebm_lite.models.cond import X\n", "models/ebm.py": "",
+                  "models/cond.py": "from jebm_lite.sampling import langevin\nX = 1\n",
+                  "sampling.py": "from jebm_lite.models.ebm import E\n"})
+    g = graph()
+    assert "jebm_lite.models" in g["jebm_lite.sampling"]
+    assert "jebm_lite.models.cond" in g["jebm_lite.models"]
 
 
 # -- imports inside functions -------------------------------------------------------------------------
@@ -185,8 +189,6 @@ def says_why(lines: list[str], lineno: int) -> bool:
 
 def test_imports_inside_functions_are_few_and_say_why():
     """Only a heavy optional dependency, or the entry layer keeping its start-up light, may import in a function."""
-    import sys
-
     bad = []
     for mod, path in modules().items():
         lines = path.read_text().splitlines()
@@ -252,10 +254,6 @@ def test_the_module_map_in_contributing_names_every_module_with_its_layer():
 
 def test_each_layer_folder_introduces_its_modules():
     """The docstring of analysis/, experiments/, training/ names each of its modules (:mod:`.name`)."""
-    import jebm_lite.analysis
-    import jebm_lite.experiments
-    import jebm_lite.training
-
     for pkg in (jebm_lite.analysis, jebm_lite.experiments, jebm_lite.training):
         folder = Path(pkg.__file__).parent
         names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
@@ -266,9 +264,6 @@ def test_each_layer_folder_introduces_its_modules():
 def test_every_module_imports_first_in_a_fresh_interpreter():
     """The static checks above, confirmed by Python: each module imported before any other one of the package
     (a loop through a package ``__init__`` fails only in some import orders)."""
-    import subprocess
-    import sys
-
     names = sorted(m for m in modules() if m != "jebm_lite.__main__")
     code = (
         "import importlib, sys, torch, torchvision, matplotlib.pyplot\n"

@@ -149,7 +149,6 @@ def _as_images(data) -> Tensor:
     """A (N, C, H, W) tensor, or the images of a Dataset (via ``jebm_lite.data.as_tensors``)."""
     if isinstance(data, Tensor):
         return data
-
     return as_tensors(data)[0]
 
 
@@ -324,7 +323,6 @@ def digit_classifier(
     Raises:
         DataNotFoundError: the MNIST files are missing.
     """
-
     dev = get_device(device)
     key = {"epochs": int(epochs), "subset": subset, "seed": int(seed)}
     if dataset != "mnist":  # MNIST caches written before this option keep their key
