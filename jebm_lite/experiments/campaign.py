@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import pkgutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,17 +33,23 @@ from typing import Any
 import torch
 
 import jebm_lite
-from jebm_lite.analysis.codekit import extract_kit, kit_paths, save_kit
+from jebm_lite.analysis.codekit import extract_kit, kit_paths, load_kit, save_kit
+from jebm_lite.analysis.probe_study import ebm_activity, probe_variants
 from jebm_lite.experiments.latent_table import (
+    PAPER,
     cell_config,
     cell_run,
     cell_run_dir,
+    interval_side,
+    load_results,
     probe_data,
     result_path,
     run_cell,
+    t_interval,
 )
-from jebm_lite.runtime import ConfigError, get_profile
-from jebm_lite.training.rundir import RunDir
+from jebm_lite.io import read_json, write_json_atomic
+from jebm_lite.runtime import ConfigError, device_name, get_profile, git_commit
+from jebm_lite.training.rundir import RunDir, config_diff
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,134 @@ def lane(root: str | Path = ".", runs: str | Path = "runs/campaign", profile: st
                                      f"{rec.get('device')}, commit {rec.get('commit')}")
 
 
+# ----------------------------------------------------------------------------------------------
+# The report: the rule's primary and secondary questions, from the records only
+# ----------------------------------------------------------------------------------------------
+
+
+def arm_records(arm: Arm, root: str | Path = ".", profile: str = "cpu") -> list[dict[str, Any]]:
+    """The pooled Tab. 1 records of ``arm`` (every seed of its data set whose config is the arm's recipe, whatever
+    commit or device trained it; one record per (method, seed))."""
+    out = []
+    for r in load_results(Path(root) / arm.results, profile):
+        if r["dataset"] != arm.dataset or r["seed"] not in arm.seeds:
+            continue
+        want = cell_config(arm.dataset, r["method"], r["seed"], profile, arm.overrides, "ref")
+        if config_diff(r["config"], want, ignore=("train.device",)):
+            continue  # another recipe in the same folder
+        out.append(r)
+    return out
+
+
+def clean_hierarchy(acc: Sequence[float]) -> bool:
+    """A run's hierarchy is "clean" if its top layer is the most predictive of its layers (RULE.md); otherwise it
+    is "mixed" (the top layer below a lower one)."""
+    return acc[-1] > max(acc[:-1])
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts ``b`` and ``c`` (binomial, p = 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def arm_report(arm: Arm, records: Sequence[dict[str, Any]], level: float = 0.95) -> dict[str, Any]:
+    """Everything the rule asks of one arm, from its records.
+
+    Returns ``{"arm", "name", "dataset", "pairs": [{"seed", "joint", "vlae" (per-layer %), "diff" (top, points),
+    "commit": {method: commit}, "device"}], "unpaired": [(method, seed)], "layers": [{"layer", "joint_mean",
+    "joint_sd", "vlae_mean", "vlae_sd"}], "diff", "ci_low", "ci_high", "n_pairs", "paper_diff", "outcome"
+    ("holds" | "reversed" | "not shown" | "untested"), "excludes_paper" (bool | None), "clean": {method: count},
+    "mixed": {method: count}, "discordant": (joint clean & VLAE mixed, joint mixed & VLAE clean), "mcnemar_p"}``.
+    """
+    by: dict[int, dict[str, dict]] = {}
+    for r in records:
+        if r.get("accuracy") is not None:
+            by.setdefault(r["seed"], {})[r["method"]] = r
+    pairs, unpaired = [], []
+    for seed, recs in sorted(by.items()):
+        if set(recs) != set(METHODS):
+            unpaired += [(m, seed) for m in recs]
+            continue
+        j, v = recs["joint"]["accuracy"], recs["vlae"]["accuracy"]
+        pairs.append({"seed": seed, "joint": j, "vlae": v, "diff": j[-1] - v[-1],
+                      "commit": {m: recs[m].get("commit") for m in METHODS}, "device": recs["joint"].get("device")})
+    diffs = [p["diff"] for p in pairs]
+    m, lo, hi = t_interval(diffs, level) if diffs else (None, None, None)
+    outcome = {"untested": "untested", "above": "holds", "below": "reversed",
+               "includes 0": "not shown"}[interval_side(len(diffs), lo, hi)]
+    pj, pv = PAPER[(arm.dataset, "joint")], PAPER[(arm.dataset, "vlae")]
+    paper_diff = pj[-1] - pv[-1]
+    excl = None if lo is None else not (lo <= paper_diff <= hi)
+    n_layers = len(pairs[0]["joint"]) if pairs else 0
+    layers = []
+    for i in range(n_layers):
+        row: dict[str, Any] = {"layer": i + 1}
+        for me in METHODS:
+            vals = [p[me][i] for p in pairs]
+            row[f"{me}_mean"] = statistics.fmean(vals)
+            row[f"{me}_sd"] = statistics.stdev(vals) if len(vals) > 1 else math.nan
+            row[f"{me}_paper"] = PAPER[(arm.dataset, me)][i]
+        layers.append(row)
+    clean = {me: sum(clean_hierarchy(p[me]) for p in pairs) for me in METHODS}
+    b = sum(clean_hierarchy(p["joint"]) and not clean_hierarchy(p["vlae"]) for p in pairs)
+    c = sum(not clean_hierarchy(p["joint"]) and clean_hierarchy(p["vlae"]) for p in pairs)
+    return {"arm": arm.key, "name": arm.name, "dataset": arm.dataset, "pairs": pairs, "unpaired": unpaired,
+            "layers": layers, "diff": m, "ci_low": lo, "ci_high": hi, "n_pairs": len(pairs), "level": level,
+            "paper_diff": paper_diff, "outcome": outcome, "excludes_paper": excl, "clean": clean,
+            "mixed": {me: len(pairs) - clean[me] for me in METHODS}, "discordant": (b, c),
+            "mcnemar_p": mcnemar_exact(b, c)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The probe study and the EBM measures, from the kits (RULE.md; no retraining)
+# ----------------------------------------------------------------------------------------------
+
+
+def study_path(kit: str | Path) -> Path:
+    """``<kit name>.study.json`` beside the kit."""
+    return kit_paths(kit)[0].with_suffix(".study.json")
+
+
+def study_kit(kit_file: str | Path, seeds: Sequence[int] = (0, 1, 2, 3, 4), epochs: int = 30,
+              force: bool = False) -> dict[str, Any]:
+    """Probe one kit over ``seeds`` x :data:`~jebm_lite.analysis.probe_study.VARIANTS` and, for a joint model,
+    measure its EBM (:func:`~jebm_lite.analysis.probe_study.ebm_activity`); write and return the study record."""
+    out = study_path(kit_file)
+    if out.exists() and not force:
+        return read_json(out)
+    kit = load_kit(kit_file)
+    meta = kit.meta
+    arm = next(a for a in ARMS.values() if a.name == meta["arm"].removesuffix("-retrain"))
+    cfg = cell_config(arm.dataset, meta["method"], meta["seed"], meta["profile"], arm.overrides, "ref")
+    t0 = time.perf_counter()
+    rows = probe_variants(kit, seeds, epochs=epochs)
+    probe_s = time.perf_counter() - t0
+    ebm = ebm_activity(kit, cfg.ebm, cfg.prior_langevin, meta["seed"]) if kit.ebm is not None else None
+    rec = {"kit": kit_paths(kit_file)[0].name, **{k: meta[k] for k in ("arm", "dataset", "method", "seed")},
+           "retrain": meta.get("retrain", False), "probe_seeds": list(seeds), "epochs": epochs, "probes": rows,
+           "ebm": ebm, "probe_wall_s": round(probe_s, 1), "device": device_name(torch.device("cpu")),
+           "threads": torch.get_num_threads(), "commit": git_commit(),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    write_json_atomic(out, rec)
+    return rec
+
+
+def all_kits(root: str | Path = ".") -> list[Path]:
+    """Every kit under ``<root>/results/tab1_campaign/kits``, sorted."""
+    return sorted(p.with_suffix(".pt") for p in (Path(root) / KITS).glob("*/*.json")
+                  if not p.name.endswith(".study.json"))
+
+
+def load_studies(root: str | Path = ".") -> list[dict[str, Any]]:
+    """Every study record of the campaign's kits (those computed so far)."""
+    return [read_json(study_path(k)) for k in all_kits(root) if study_path(k).exists()]
+
+
 def _cell(text: str) -> tuple[str, int]:
     try:
         key, seed = text.split(":")
@@ -199,9 +336,36 @@ def main(argv: list[str] | None = None) -> int:
     la.add_argument("--no-retrain", action="store_true", help="skip step 9 (pre-campaign pairs trained again)")
     la.add_argument("--commit", action="store_true", help="commit each finished cell's record and kit")
     la.add_argument("--threads", type=int, default=None, help="torch threads (the campaign's CPU cells use 1)")
+    pr = sub.add_parser("probes", help="the probe study and the EBM measures of every kit without a study record")
+    pr.add_argument("--root", default=".", help="the notebooks folder")
+    pr.add_argument("--threads", type=int, default=None)
+    pr.add_argument("--commit", action="store_true", help="commit each study record")
+    rp = sub.add_parser("report", help="print each arm's verdict from the records")
+    rp.add_argument("--root", default=".")
     a = p.parse_args(argv)
-    if a.threads:
+    if getattr(a, "threads", None):
         torch.set_num_threads(a.threads)
+    if a.cmd == "report":
+        for arm in ARMS.values():
+            r = arm_report(arm, arm_records(arm, a.root))
+            ci = "" if r["ci_low"] is None else f" (95 % CI {r['ci_low']:+.1f} to {r['ci_high']:+.1f})"
+            d = "" if r["diff"] is None else f"{r['diff']:+.1f}"
+            print(f"{arm.key} {arm.name}: {r['n_pairs']} pairs, top-layer joint - VLAE {d}{ci}: {r['outcome']}; "
+                  f"clean hierarchies joint {r['clean']['joint']}, VLAE {r['clean']['vlae']} "
+                  f"(McNemar p = {r['mcnemar_p']:.2f})")
+        return 0
+    if a.cmd == "probes":
+        repo = Path(a.root).resolve().parent
+        for kit in all_kits(a.root):
+            if study_path(kit).exists():
+                continue
+            rec = study_kit(kit)
+            print(f"{time.strftime('%H:%M')} {kit.parent.name}/{kit.name}: probes {rec['probe_wall_s']} s"
+                  + ("" if rec["ebm"] is None else f", EBM endpoint rms {rec['ebm']['endpoint_rms']:.3f}"),
+                  flush=True)
+            if a.commit:
+                _commit(repo, [study_path(kit)], f"Campaign probe study: {kit.parent.name}/{kit.name}")
+        return 0
     n = import_all()
     print(f"lane: {n} modules imported from {Path(jebm_lite.__file__).parent}", flush=True)
     lane(a.root, a.runs, a.profile, a.device, a.only, not a.no_retrain, a.commit)
