@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from jebm_lite.config import (
@@ -114,9 +115,28 @@ def cmd_show(args) -> int:
     return 0
 
 
+def dir_arg(value: str | None, flag: str) -> Path | None:
+    """``value`` of a folder option as a Path (None when not given).
+
+    Raises:
+        ConfigError: an empty (or blank) value, which ``Path`` would read as the current folder.
+    """
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{flag} is empty; name a directory (or leave {flag} out for its default).")
+    return Path(value)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: one line each (``warning: ...``), not the source line below them."""
+    return f"warning: {message}\n"
+
+
 def cmd_train(args) -> int:
+    out = dir_arg(args.out, "--out")  # before the config: a bad --out is refused before anything else
     cfg = resolve_config(args.config, args.profile, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / f"{cfg.name}-{cfg.profile}"
+    out = out if out is not None else Path("runs") / f"{cfg.name}-{cfg.profile}"
     rd = RunDir(out)
     if rd.is_finished():
         rd.check_config(cfg)  # a different config for a finished directory is a mistake, say so
@@ -148,6 +168,9 @@ def cmd_train(args) -> int:
     try:
         learner, history = load_or_train(cfg, rd, build_learner, data, device=device,
                                          resume=not args.no_resume)
+    except DataNotFoundError as e:  # an image file refused while training (too large, unreadable)
+        _err(str(e))
+        return EXIT_USAGE
     finally:
         distributed.cleanup()
     if main:
@@ -160,6 +183,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    dir_arg(args.out if args.runs_command == "pack" else args.runs, "--out" if args.runs_command == "pack" else "--runs")
     if args.runs_command == "pack":
         man = archive.pack(args.run_dirs, args.out)
         for name in sorted(man["runs"]):
@@ -174,8 +198,17 @@ def cmd_runs(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 usage/config/data/checkpoint/file error,
-    3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint). Warnings print as one line
+    each while it runs."""
+    old = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        warnings.formatwarning = old
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["evaluate"]:  # python -m jebm_lite evaluate RUN_DIR ... (see jebm_lite.experiments.evaluate)
         from jebm_lite.experiments.evaluate import main as evaluate_main  # imported on use (see the top)
 

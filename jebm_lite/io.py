@@ -3,9 +3,13 @@
 The bottom of the package (it imports nothing from ``jebm_lite`` but :mod:`jebm_lite.runtime`'s errors):
 
 * :func:`atomic_write` and the JSON helpers never leave a half-written file behind; :func:`clean_temp_files`
-  removes the temporary files of a process killed mid-write.
+  removes the temporary files of a process killed mid-write. With ``record_sha256=True`` the sha256 of the bytes
+  written goes to a sidecar ``<name>.sha256`` (``sha256sum`` format) before the file appears under its name, and
+  :func:`check_sha256` compares a file with it: a flipped byte is caught, never used. :func:`staged_dir` does for
+  a folder (a cache) what :func:`atomic_write` does for a file.
 * :func:`safe_torch_load` reads tensors, numbers, strings and containers only (``weights_only=True``): a
-  crafted pickle is refused with a message naming the file, and nothing in it runs.
+  crafted pickle is refused with a message naming the file, and nothing in it runs; a file whose bytes differ from
+  its recorded sha256 is refused before it is unpickled.
 * :class:`RunLock` lets one process at a time write a run directory (an advisory ``flock`` that dies with
   its process, so a stale lock never blocks a resume).
 """
@@ -13,8 +17,11 @@ The bottom of the package (it imports nothing from ``jebm_lite`` but :mod:`jebm_
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import fcntl
+import hashlib
+import io
 import json
 import os
 import re
@@ -25,7 +32,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +61,48 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> None:
+SHA256_SUFFIX = ".sha256"
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_sidecar(path: str | Path) -> Path:
+    """Where the sha256 of ``path`` is recorded: ``<path>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + SHA256_SUFFIX)
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w",
+                 record_sha256: bool = False) -> str | None:
     """Write ``path`` atomically: ``write(f)`` fills a temporary file ``.<name>.<pid>.<hex>.tmp`` in the same
     directory, which is flushed, fsync'ed and renamed over ``path`` (:func:`os.replace`). If ``write`` raises
-    (a full disk included), the temporary file is removed and ``path`` is untouched."""
+    (a full disk included), the temporary file is removed and ``path`` is untouched.
+
+    With ``record_sha256`` the sha256 of the written bytes is recorded in :func:`sha256_sidecar` (itself written
+    atomically) *before* the rename, so a file under its final name always has its hash recorded; a kill in
+    between leaves an old file beside a new hash, which :func:`check_sha256` reports as corrupt (never a wrong
+    file accepted). Returns the sha256 (hex), or None without ``record_sha256``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = _temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode 0666 & ~umask, like open()
+    digest = None
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if record_sha256:
+            digest = sha256_file(tmp)  # the bytes as they are on disk, not as we meant them
+            line = f"{digest}  {path.name}\n"
+            atomic_write(sha256_sidecar(path), lambda f: f.write(line))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -75,6 +111,37 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w"
             pass
         raise
     _fsync_dir(path.parent)
+    return digest
+
+
+def recorded_sha256(path: str | Path) -> str | None:
+    """The sha256 recorded beside ``path`` (None when there is no sidecar; ``""`` when it is unreadable)."""
+    side = sha256_sidecar(path)
+    if not side.is_file():
+        return None
+    try:
+        word = side.read_text(errors="replace").split(maxsplit=1)[0].lower()
+    except (OSError, IndexError):
+        return ""
+    return word if re.fullmatch(r"[0-9a-f]{64}", word) else ""
+
+
+def check_sha256(path: str | Path, data: bytes | None = None) -> tuple[bool, str | None]:
+    """Compare ``path`` (or its bytes ``data``, already read) with its recorded sha256.
+
+    Returns ``(verified, problem)``: ``(True, None)`` the bytes match; ``(False, None)`` nothing is recorded (a
+    file written before hashes were kept, or copied without its sidecar); ``(False, "...")`` they differ or the
+    record is unreadable, ``problem`` saying how in a few words (for a one-line message).
+    """
+    want = recorded_sha256(path)
+    if want is None:
+        return False, None
+    if want == "":
+        return False, f"its recorded sha256 ({sha256_sidecar(path).name}) is unreadable"
+    got = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+    if got != want:
+        return False, f"sha256 {got[:12]}... differs from the {want[:12]}... recorded when it was written"
+    return True, None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -89,19 +156,52 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temp_name(path: Path) -> Path:
+    """``.<name>.<pid>.<hex>.tmp`` beside ``path``: what :func:`clean_temp_files` recognises."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
 def clean_temp_files(folder: str | Path) -> list[Path]:
-    """Remove the temporary files of :func:`atomic_write` left in ``folder`` by processes that are gone
-    (a kill during a checkpoint write). Files of live processes are left alone. Returns the removed paths."""
+    """Remove the temporary files of :func:`atomic_write` (and folders of :func:`staged_dir`) left in ``folder``
+    by processes that are gone (a kill during a checkpoint write or a cache build). Those of live processes are
+    left alone. Returns the removed paths."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
         m = _TMP_RE.match(p.name)
-        if m and p.is_file() and not _pid_alive(int(m.group(1))):
-            p.unlink(missing_ok=True)
+        if m and not _pid_alive(int(m.group(1))):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | Path) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``final`` (``.<name>.<pid>.<hex>.tmp``) and rename it to
+    ``final`` only when the block ends without an error; on any error (or a kill: see :func:`clean_temp_files`)
+    it is removed and ``final`` never exists half-built. If another process completed ``final`` meanwhile,
+    that one is kept and ours removed. Yields the temporary folder."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished it first: theirs is as good
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(final.parent)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -152,11 +252,33 @@ def read_jsonl(path: str | Path) -> list[dict]:
 # ----------------------------------------------------------------------------------------------
 
 
+def read_verified(path: str | Path, what: str, fix: str) -> tuple[bytes, bool]:
+    """The bytes of ``path``, checked against its recorded sha256 (see :func:`check_sha256`).
+
+    Returns ``(data, verified)``; ``verified`` is False when no hash is recorded (the caller decides whether to
+    say so). Reading once and loading from these bytes means the bytes checked are the bytes used.
+
+    Raises:
+        CheckpointError: the file is missing, or its bytes differ from the recorded hash (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No {what} {path}.")
+    data = path.read_bytes()
+    verified, problem = check_sha256(path, data)
+    if problem is not None:
+        err = CheckpointError(f"{what} {path} is corrupt or truncated ({problem}); {fix}.")
+        err.reason = problem  # the few words a caller lists beside other files
+        raise err
+    return data, verified
+
+
 def safe_torch_load(path: str | Path, what: str, fix: str, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists, tuples and dicts only.
 
     Any other content (a pickle that would build objects or call functions, a truncated or junk file) is
-    refused before anything in it runs.
+    refused before anything in it runs. A file with a recorded sha256 (:func:`sha256_sidecar`) is checked
+    against it first; a file without one is loaded as it is.
 
     Args:
         path: the file.
@@ -164,13 +286,19 @@ def safe_torch_load(path: str | Path, what: str, fix: str, map_location: str | t
         fix: what the user should do, for the message (e.g. "delete it to start the FID afresh").
 
     Raises:
-        CheckpointError: the file is missing, unreadable or not a plain tensor file; the message names it.
+        CheckpointError: the file is missing, unreadable, differs from its recorded sha256, or is not a plain
+            tensor file; the message names it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"No {what} {path}.")
+    data, _ = read_verified(path, what, fix)
+    return torch_load_bytes(data, path, what, fix, map_location)
+
+
+def torch_load_bytes(data: bytes, path: str | Path, what: str, fix: str,
+                     map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of bytes already read (and checked) from ``path``, ``weights_only=True``; see
+    :func:`safe_torch_load`."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ... for bad or unsafe files
         detail = f"{type(e).__name__}: {e}".strip().splitlines()[0][:200]
         raise CheckpointError(f"{what} {path} cannot be loaded safely ({detail}); {fix}.") from None

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import flip_tensor_byte
 
 from jebm_lite.__main__ import main
 from jebm_lite.config import get_config
+from jebm_lite.io import check_sha256
 from jebm_lite.runtime import CheckpointError, ConfigError
 from jebm_lite.training import archive
 from jebm_lite.training.learners import build_learner
@@ -48,6 +51,8 @@ def test_pack_and_fetch_round_trip_through_a_file_url(tmp_path, finished_run, mo
     assert main(["runs", "fetch", "toy012_joint-cpu", "--base-url", f"file://{dist}", "--runs", str(runs)]) == 0
     got = RunDir(runs / "toy012_joint-cpu")
     assert got.is_finished() and [p.name for p in got.checkpoints()] == ["step_00000004.pt"]
+    # the sha256 recorded when the checkpoint was written travels with it and still matches
+    assert check_sha256(got.ckpt_dir / "step_00000004.pt") == (True, None)
     a = load_learner(run, build_learner).state_dict()
     b = load_learner(got.path, build_learner, cfg=cfg).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same bytes, unpacked
@@ -119,3 +124,28 @@ def test_pack_refuses_an_unfinished_run_and_fetch_names_what_is_published(tmp_pa
     with pytest.raises(ConfigError, match="JEBM_RUNS_URL"):
         archive.fetch_manifest()
     assert Path(run).is_dir()
+
+
+def test_a_checkpoint_that_differs_from_its_recorded_sha256_is_neither_packed_nor_unpacked(
+        tmp_path, finished_run, monkeypatch):
+    _, run = finished_run
+    bad_run = tmp_path / "toy012_joint-cpu"
+    shutil.copytree(run, bad_run)
+    flip_tensor_byte(bad_run / "checkpoints" / "step_00000004.pt")
+    with pytest.raises(CheckpointError, match="step_00000004.pt is corrupt .*not packed"):
+        archive.pack([bad_run], tmp_path / "dist-bad")
+    assert not list((tmp_path / "dist-bad").glob("*.tar.gz"))
+    # an archive made of the flipped run, its manifest hash updated to match: pooch's check passes, ours does not
+    dist = tmp_path / "dist"
+    archive.pack([run], dist)
+    evil = dist / "toy012_joint-cpu.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(bad_run, arcname="toy012_joint-cpu")
+    man = json.loads((dist / "manifest.json").read_text())
+    man["runs"]["toy012_joint-cpu"]["sha256"] = archive.sha256(evil)
+    (dist / "manifest.json").write_text(json.dumps(man))
+    monkeypatch.setenv("JEBM_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "reader" / "runs"
+    with pytest.raises(CheckpointError, match="step_00000004.pt is corrupt .*nothing was unpacked"):
+        archive.fetch("toy012_joint-cpu", runs, f"file://{dist}")
+    assert not (runs / "toy012_joint-cpu").exists() and not list(runs.iterdir())

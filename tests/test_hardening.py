@@ -5,7 +5,8 @@
 * every bad input ends in a one-line error naming the fix, exit 2, nothing changed on disk;
 * divergence is caught for every method, with advice that fits the method;
 * SIGTERM / SIGINT checkpoint and exit with one line; a resume reaches the uninterrupted final state;
-* throw-away runs of the ci profile leave nothing in the temp folder.
+* throw-away runs of the ci profile leave nothing in the temp folder;
+* a checkpoint (or FID state) whose bytes differ from the sha256 recorded when it was written is never used.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same, shared_data_path
+from conftest import assert_same, flip_tensor_byte, shared_data_path
 
 from jebm_lite import io as jio
 from jebm_lite.__main__ import main
@@ -507,3 +508,106 @@ def test_small_data_sets_download_for_readers_but_never_in_ci_or_tests(monkeypat
     with pytest.raises(jdata.DataNotFoundError):
         jdata.get_dataset("mnist", root=tmp_path)
     assert seen[-1] == ("mnist", False)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Integrity: a file whose bytes differ from the sha256 recorded when it was written is never used
+# ----------------------------------------------------------------------------------------------
+
+INTEGRITY = ["train", "toy012_joint", "--profile", "ci", "train.ckpt_every=5", "train.log_every=5",
+             "train.deterministic=true", "train.batch_size=16", "data.subset=128"]
+
+
+def _one_error_line(err: str, *must_name: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    for name in must_name:
+        assert name in lines[0], err
+    return lines[0]
+
+
+def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_and_ends_as_an_uninterrupted_run(tmp_path):
+    out = tmp_path / "run"
+    assert main([*INTEGRITY, "--out", str(out), "train.max_steps=12"]) == 0
+    (out / "result.json").unlink()  # as a run stopped at step 12 (SIGTERM leaves the same files)
+    ck = out / "checkpoints"
+    assert [p.name for p in RunDir(out).checkpoints()] == ["step_00000005.pt", "step_00000010.pt", "step_00000012.pt"]
+    flip_tensor_byte(ck / "step_00000012.pt")
+    flipped = (ck / "step_00000012.pt").read_bytes()
+    assert torch.load(ck / "step_00000012.pt", weights_only=True)["step"] == 12  # torch alone would train on it
+    r = run_cli(*INTEGRITY, "--out", out, "train.max_steps=20")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if "step_00000012.pt" in ln]
+    assert len(said) == 1 and said[0].startswith("warning: Corrupt checkpoint step_00000012.pt (sha256"), r.stderr
+    assert "kept as step_00000012.pt.corrupt; resuming from step_00000010.pt (step 10)" in said[0]
+    assert (ck / "step_00000012.pt.corrupt").read_bytes() == flipped  # kept for inspection, never trained on
+    ref = tmp_path / "ref"
+    assert main([*INTEGRITY, "--out", str(ref), "train.max_steps=20"]) == 0
+    a = load_checkpoint(ref / "checkpoints" / "step_00000020.pt")
+    b = load_checkpoint(ck / "step_00000020.pt")
+    for key in ("learner", "optimizers", "schedulers", "rng", "step"):
+        assert_same(a[key], b[key], key)
+    assert [r["step"] for r in RunDir(out).read_history() if "event" not in r] == list(range(1, 21))
+
+
+def test_every_checkpoint_corrupt_exits_2_naming_them_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*INTEGRITY, "--out", str(out), "train.max_steps=10"]) == 0
+    (out / "result.json").unlink()
+    for p in RunDir(out).checkpoints():
+        flip_tensor_byte(p)
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main([*INTEGRITY, "--out", str(out), "train.max_steps=20"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "step_00000010.pt (sha256", "step_00000005.pt (sha256")
+    assert "Nothing was changed" in line
+    assert snapshot(out) == before
+
+
+def test_evaluate_and_fid_states_refuse_a_flipped_byte(tmp_path, capsys):
+    from jebm_lite.analysis.fid import compute_fid
+
+    out = tmp_path / "run"
+    assert main([*INTEGRITY, "--out", str(out), "train.max_steps=5"]) == 0
+    flip_tensor_byte(out / "checkpoints" / "step_00000005.pt")
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--mse", "--mse-n", "8"]) == 2  # a finished run's weights: no fall-back
+    _one_error_line(capsys.readouterr().err, "step_00000005.pt is corrupt", "sha256")
+    assert snapshot(out) == before
+    # the FID's resume state: its hash is written with it, checked when it is read back, removed with it
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    feat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    kw = dict(n=16, n_real=16, batch_size=4, extractor=feat, run_dir=tmp_path / "ev", name="fid", device="cpu")
+    first = compute_fid(x, x, keep_state=True, **kw).fid
+    state = tmp_path / "ev" / "results" / "fid.state.pt"
+    assert (state.parent / "fid.state.pt.sha256").is_file()
+    assert compute_fid(x, x, keep_state=True, **kw).fid == first  # an intact state is used
+    flip_tensor_byte(state)
+    with pytest.raises(CheckpointError, match=r"fid.state.pt is corrupt or truncated \(sha256 .*delete it"):
+        compute_fid(x, x, **kw)
+    state.unlink()
+    compute_fid(x, x, **kw)
+    assert not list(state.parent.glob("fid.state.pt*"))
+
+
+def test_fid_weights_that_differ_from_their_recorded_sha256_are_refused(tmp_path):
+    from jebm_lite.analysis.fid import FIDWeightsNotFoundError, inception_metric
+
+    w = tmp_path / "weights.pth"
+    jio.atomic_write(w, lambda f: torch.save({"w": torch.arange(4096.0)}, f), mode="wb", record_sha256=True)
+    flip_tensor_byte(w)
+    with pytest.raises(FIDWeightsNotFoundError, match="is not that file .*corrupt or truncated .*sha256"):
+        inception_metric(weights_path=w)
+
+
+def test_an_empty_out_is_refused_like_any_bad_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where the default runs/<name>-<profile> would land
+    for bad in ("", "  "):
+        assert main(["train", "toy012_joint", "--profile", "ci", "--out", bad, "train.max_steps=2"]) == 2
+        _one_error_line(capsys.readouterr().err, "--out is empty")
+    assert main(["runs", "pack", "somewhere", "--out", ""]) == 2
+    _one_error_line(capsys.readouterr().err, "--out is empty")
+    with pytest.raises(ConfigError, match="empty string"):
+        RunDir("")
+    assert list(tmp_path.iterdir()) == []

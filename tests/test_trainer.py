@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_same, learner_state, no_time
+from conftest import assert_same, flip_tensor_byte, learner_state, no_time
 from torch.utils.data import TensorDataset
 
 from jebm_lite import io as jio
@@ -186,34 +186,69 @@ def test_corrupt_and_truncated_checkpoints(tmp_path):
         with pytest.raises(CheckpointError) as e:
             load_checkpoint(ck / "step_00000008.pt")
         msg = str(e.value)
-        assert "step_00000008.pt" in msg and "corrupt or truncated" in msg and "Delete it" in msg, name
+        assert "step_00000008.pt" in msg and "corrupt or truncated" in msg and "delete it" in msg, name
         with pytest.raises(CheckpointError, match="step_00000008.pt"):
             load_learner(d, lambda cfg, dev: ts.build())  # the newest is used, strictly
         assert dir_hash(d) == before, f"a failed load changed the run directory ({name})"
 
-    # every checkpoint bad: a clear error, nothing touched
+    # every checkpoint bad: one error naming each file, nothing touched
     both = tmp_path / "both"
     train(max_steps=8, run_dir=both)
     for p in (both / "checkpoints").glob("step_*.pt"):
         p.write_bytes(b"not a checkpoint")
     before = dir_hash(both)
-    with pytest.warns(TrainerWarning), pytest.raises(CheckpointError, match="No usable checkpoint"):
+    with pytest.raises(CheckpointError, match="No usable checkpoint") as e:
         train(max_steps=12, run_dir=both)
+    assert "step_00000008.pt (" in str(e.value) and "step_00000004.pt (" in str(e.value)
     assert dir_hash(both) == before
 
-    # resume falls back to step 4 (with a warning) and ends as an uninterrupted run would
+    # resume falls back to step 4 (one warning naming both), keeps the corrupt file aside, ends as an
+    # uninterrupted run would
     truncated = (ck / "step_00000008.pt").read_bytes()
     _, ref, ref_hist = train(max_steps=12)
     with pytest.warns(TrainerWarning) as rec:
         _, got, hist = train(max_steps=12, run_dir=d)
     messages = [str(w.message) for w in rec]
-    assert any("Falling back to an earlier checkpoint" in m for m in messages)
-    assert any("Kept the corrupt checkpoint" in m for m in messages)
+    assert len(messages) == 1, messages
+    assert "step_00000008.pt" in messages[0] and "kept as step_00000008.pt.corrupt" in messages[0]
+    assert "resuming from step_00000004.pt (step 4)" in messages[0]
     assert_same(learner_state(ref), learner_state(got))
     assert no_time(hist) == no_time(ref_hist)
-    # the corrupt file was never rewritten or deleted: it was kept aside when step 8 came round again
+    # the corrupt file was kept aside, with the hash recorded for it, and step 8 written afresh
     assert (ck / "step_00000008.pt.corrupt").read_bytes() == truncated
+    assert (ck / "step_00000008.pt.corrupt.sha256").is_file()
     assert load_checkpoint(ck / "step_00000008.pt")["step"] == 8
+
+
+def test_a_flipped_byte_is_caught_by_the_recorded_sha256(tmp_path):
+    """torch's zip reader does not check CRCs: a flipped byte in the tensor data loads silently. The sha256
+    recorded at write time catches it; a checkpoint without one (an older run) loads with a one-line note."""
+    d = tmp_path / "run"
+    train(max_steps=8, run_dir=d)
+    path = d / "checkpoints" / "step_00000008.pt"
+    side = path.with_name(path.name + ".sha256")
+    assert side.read_text().split() == [hashlib.sha256(path.read_bytes()).hexdigest(), path.name]  # sha256sum -c
+    good = load_checkpoint(path)
+    flip_tensor_byte(path)
+    # control: without the hash the flipped file still loads, with other numbers (so only the hash can catch it)
+    raw = torch.load(path, weights_only=True)
+    with pytest.raises(AssertionError):
+        assert_same(good, raw)
+    before = dir_hash(d)
+    with pytest.raises(CheckpointError, match=r"step_00000008.pt is corrupt or truncated \(sha256 .* differs"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="step_00000008.pt"):
+        load_learner(d, lambda cfg, dev: ts.build())  # a finished run's final weights: refused, not replaced
+    assert dir_hash(d) == before
+    # an unreadable record is no better than a wrong one
+    side.write_text("not a hash\n")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(path)
+    # no record at all (written before hashes were kept): loaded, with a note
+    side.unlink()
+    with pytest.warns(TrainerWarning, match="no recorded sha256.*loaded without an integrity check") as rec:
+        assert load_checkpoint(path)["step"] == 8
+    assert len(rec) == 1
 
 
 def test_config_and_shape_mismatch_leave_run_dir_intact(tmp_path):
@@ -314,7 +349,8 @@ def test_interrupted_checkpoint_write_leaves_previous_intact(tmp_path, monkeypat
     with pytest.raises(CheckpointError, match=r"disk full \(simulated\).*keeps step_00000004.pt"):
         train(max_steps=8, run_dir=d)
     monkeypatch.setattr(torch, "save", real_save)
-    assert sorted(os.listdir(d / "checkpoints")) == ["latest", "step_00000004.pt"]  # no temp files
+    # no temp files, and no hash of the failed write: the one recorded is the surviving checkpoint's
+    assert sorted(os.listdir(d / "checkpoints")) == ["latest", "step_00000004.pt", "step_00000004.pt.sha256"]
     assert (d / "checkpoints" / "latest").read_text().strip() == "step_00000004.pt"
     _, ref4, _ = train(max_steps=4)
     assert_same(ckpt_state(d / "checkpoints" / "step_00000004.pt"), learner_state(ref4))
@@ -324,7 +360,7 @@ def test_keep_ckpts_keeps_newest(tmp_path):
     d = tmp_path / "run"
     train(max_steps=12, run_dir=d, ckpt_every=2, keep_ckpts=3)
     names = sorted(p.name for p in (d / "checkpoints").iterdir())
-    assert names == ["latest", "step_00000008.pt", "step_00000010.pt", "step_00000012.pt"]
+    assert names == ["latest", *(f"step_000000{n}.pt{ext}" for n in ("08", "10", "12") for ext in ("", ".sha256"))]
     assert RunDir(d).latest_checkpoint().name == "step_00000012.pt"
     ck = load_checkpoint(d / "checkpoints" / "step_00000012.pt")
     assert ck["format"] == "jebm_lite.ckpt/1" and ck["step"] == 12 and ck["epoch"] == 2 and ck["offset"] == 0

@@ -21,9 +21,10 @@ where.
 
 Resuming. A long evaluation (50 k Inception passes) saves its running feature sums (sum and sum of outer
 products per set, torchmetrics' own state) to a state file every ``save_every`` batches; called again after
-an interruption it continues from there and gives the same FID. Each batch is a function of ``(seed,
-batch index)`` only: a real image set is read through a seeded permutation, and a sampler is called with
-the global RNG seeded per batch.
+an interruption it continues from there and gives the same FID. The state's sha256 is recorded beside it
+(``<name>.state.pt.sha256``); a state whose bytes differ from it is refused, naming the file. Each batch is a
+function of ``(seed, batch index)`` only: a real image set is read through a seeded permutation, and a sampler
+is called with the global RNG seeded per batch.
 
 Example::
 
@@ -50,7 +51,7 @@ from tqdm.auto import tqdm
 
 from jebm_lite.analysis.metrics import reconstruction_mse
 from jebm_lite.data import DataNotFoundError
-from jebm_lite.io import atomic_write, safe_torch_load, write_json_atomic
+from jebm_lite.io import atomic_write, safe_torch_load, sha256_sidecar, write_json_atomic
 from jebm_lite.runtime import CheckpointError, ConfigError, device_name, get_device
 
 WEIGHTS_ENV = "JEBM_FID_WEIGHTS"
@@ -323,7 +324,8 @@ def _load_states(metric, which: str, states: dict[str, Tensor]) -> None:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save(state, f), mode="wb")
+    """Write the resume state atomically, its sha256 recorded beside it (checked when it is read back)."""
+    atomic_write(path, lambda f: torch.save(state, f), mode="wb", record_sha256=True)
 
 
 def compute_fid(
@@ -450,6 +452,7 @@ def compute_fid(
         write_json_atomic(out, res.as_dict())
     if state_path is not None and not keep_state:
         state_path.unlink(missing_ok=True)
+        sha256_sidecar(state_path).unlink(missing_ok=True)
     return res
 
 

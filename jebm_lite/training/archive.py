@@ -11,8 +11,9 @@ and readers fetch a run by name (``python -m jebm_lite runs fetch toy012_joint-c
 :func:`jebm_lite.training.load.run_experiment` fetch it when its run directory is missing and ``JEBM_RUNS_URL``
 is set. Downloads go through `pooch <https://www.fatiando.org/pooch>`_: a sha256 from the manifest is checked
 before anything is unpacked, files are cached, a progress bar shows large downloads. An archive holds the
-run's ``config.json``, ``history.jsonl``, ``result.json`` and its final checkpoint only, and is unpacked with
-tarfile's ``data`` filter (no absolute paths, no ``..``, no links out of the run directory).
+run's ``config.json``, ``history.jsonl``, ``result.json`` and its final checkpoint (with the sha256 recorded when it
+was written, checked before packing and again after unpacking) only, and is unpacked with tarfile's ``data``
+filter (no absolute paths, no ``..``, no links out of the run directory).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jebm_lite.io import read_json, write_json_atomic
+from jebm_lite.io import check_sha256, read_json, sha256_sidecar, write_json_atomic
 from jebm_lite.runtime import CheckpointError, ConfigError
 from jebm_lite.training.rundir import RunDir
 
@@ -65,6 +66,10 @@ def pack(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
         if not rd.is_finished() or ckpt is None:
             raise ConfigError(f"{rd.path} is not a finished run (it needs result.json and a checkpoint); finish it "
                               "with `python -m jebm_lite train` first.")
+        _, problem = check_sha256(ckpt)
+        if problem is not None:
+            raise CheckpointError(f"{ckpt} is corrupt ({problem}); it is not packed. Restore it, or train the run "
+                                  "again.")
         name = rd.path.resolve().name
         archive = out / f"{name}.tar.gz"
         tmp = out / f".{name}.tar.gz.tmp"
@@ -73,6 +78,8 @@ def pack(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
                 if (rd.path / rel).exists():
                     tar.add(rd.path / rel, arcname=f"{name}/{rel}")
             tar.add(ckpt, arcname=f"{name}/checkpoints/{ckpt.name}")
+            if sha256_sidecar(ckpt).is_file():
+                tar.add(sha256_sidecar(ckpt), arcname=f"{name}/checkpoints/{sha256_sidecar(ckpt).name}")
         os.replace(tmp, archive)
         result = rd.read_result()
         manifest["runs"][name] = {"file": archive.name, "sha256": sha256(archive), "size": archive.stat().st_size,
@@ -167,6 +174,11 @@ def fetch(name: str, runs_root: str | Path = "runs", base_url: str | None = None
                                   "unpacked.") from None
         if not RunDir(Path(tmp) / name).is_finished():
             raise CheckpointError(f"Archive {archive} holds no finished run {name}/ (result.json missing).")
+        for ckpt in RunDir(Path(tmp) / name).checkpoints():
+            _, problem = check_sha256(ckpt)
+            if problem is not None:
+                raise CheckpointError(f"Archive {archive} of run {name}: {ckpt.name} is corrupt ({problem}); nothing "
+                                      "was unpacked. Fetch it again, or tell the maintainers.")
         if target.exists():
             target.rmdir()
         os.replace(Path(tmp) / name, target)

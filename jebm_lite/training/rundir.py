@@ -149,6 +149,8 @@ class RunDir:
     """The files of one run (see the module docstring). Creating the object touches nothing."""
 
     def __init__(self, path: str | Path):
+        if isinstance(path, str) and not path.strip():  # Path("") is the current folder: never a run directory
+            raise ConfigError("The run directory is an empty string; name a directory for the run.")
         self.path = Path(path)
 
     def __repr__(self) -> str:

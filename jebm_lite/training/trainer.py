@@ -20,6 +20,7 @@ the batches are a pure function of ``(seed, epoch, position)``.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import os
@@ -40,7 +41,14 @@ from torch.utils.data._utils.collate import default_collate
 from tqdm.auto import tqdm
 
 from jebm_lite.config import ExperimentConfig, to_dict
-from jebm_lite.io import RunLock, atomic_write, clean_temp_files, write_jsonl_atomic
+from jebm_lite.io import (
+    RunLock,
+    atomic_write,
+    clean_temp_files,
+    read_verified,
+    sha256_sidecar,
+    write_jsonl_atomic,
+)
 from jebm_lite.runtime import CheckpointError, ConfigError, get_device, seed_everything
 from jebm_lite.training import distributed
 from jebm_lite.training.learner import Learner
@@ -96,38 +104,52 @@ def ckpt_name(step: int) -> str:
     return f"step_{step:08d}.pt"
 
 
-def save_checkpoint_atomic(state: dict, path: str | Path) -> None:
+def save_checkpoint_atomic(state: dict, path: str | Path) -> str:
     """``torch.save(state)`` to ``path`` atomically (temp file in the same directory, flush,
-    fsync, :func:`os.replace`). On any error no file with the final name is created and an existing
-    one is untouched."""
-    atomic_write(path, lambda f: torch.save(state, f), mode="wb")
+    fsync, :func:`os.replace`), the sha256 of the written bytes recorded first in ``<path>.sha256``
+    (:func:`jebm_lite.io.atomic_write`). On any error no file with the final name is created and an existing
+    one is untouched. Returns the sha256."""
+    digest = atomic_write(path, lambda f: torch.save(state, f), mode="wb", record_sha256=True)
+    assert digest is not None
+    return digest
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``torch.load(..., weights_only=True)``.
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", note_unhashed: bool = True) -> dict:
+    """Load a checkpoint with ``torch.load(..., weights_only=True)``, after checking its bytes against the
+    sha256 recorded when it was written (``<path>.sha256``).
+
+    A checkpoint without a recorded hash (written before hashes were kept, or copied without its sidecar) is
+    loaded as it is, with a one-line :class:`TrainerWarning` when ``note_unhashed``.
 
     Raises:
-        CheckpointError: missing, corrupt or truncated file, or not a jebm_lite checkpoint; the
-            message names the file and what to do.
+        CheckpointError: missing, corrupt (bytes differ from the recorded sha256) or truncated file, or not a
+            jebm_lite checkpoint; the message names the file and what to do.
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"No checkpoint file {path}.")
+    fix = (f"delete it to resume from the previous checkpoint in {path.parent}, or load an earlier step_*.pt "
+           "explicitly")
+    data, verified = read_verified(path, "Checkpoint", fix)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         detail = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
-        raise CheckpointError(
-            f"Checkpoint {path} is corrupt or truncated and cannot be loaded ({detail}). "
-            f"Delete it to resume from the previous checkpoint in {path.parent}, or load an earlier "
-            "step_*.pt explicitly."
-        ) from None
+        err = CheckpointError(f"Checkpoint {path} is corrupt or truncated and cannot be loaded ({detail}); "
+                              f"{fix}.")
+        err.reason = f"cannot be loaded: {detail[:120]}"
+        raise err from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         tag = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(
+        err = CheckpointError(
             f"{path} is not a jebm_lite checkpoint (format {tag!r}, expected {CKPT_FORMAT!r}). "
             "Delete or move it, or point to a step_*.pt written by jebm_lite.training.trainer."
         )
+        err.reason = f"not a jebm_lite checkpoint (format {tag!r})"
+        raise err
+    if not verified and note_unhashed:
+        warnings.warn(f"{path} has no recorded sha256 ({sha256_sidecar(path).name}: written before hashes were "
+                      "kept, or copied without it); loaded without an integrity check.", TrainerWarning, stacklevel=2)
     return ckpt
 
 
@@ -336,7 +358,6 @@ class Trainer:
         self._written = 0  # history rows already in history.jsonl
         self._good: dict | None = None  # the last good state (in memory), for roll-backs
         self._saved_step: int | None = None  # step of the newest checkpoint written or loaded
-        self._corrupt: set[str] = set()  # corrupt checkpoint names seen at resume: never overwritten
         self._loader: DataLoader | None = None
         self._sampler: EpochSampler | None = None
 
@@ -471,45 +492,56 @@ class Trainer:
         ckpt_dir = self.run.ckpt_dir
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         name = ckpt_name(self.step)
-        path = ckpt_dir / name
-        if name in self._corrupt and path.exists():
-            # never overwrite a corrupt file: keep it, under another name, for inspection
-            keep = ckpt_dir / f"{name}.corrupt"
-            os.replace(path, keep)
-            warnings.warn(f"Kept the corrupt checkpoint {path} as {keep}.", TrainerWarning, stacklevel=2)
-        save_checkpoint_atomic(state, path)
+        save_checkpoint_atomic(state, ckpt_dir / name)  # its sha256 is recorded before it appears
         atomic_write(ckpt_dir / "latest", lambda f: f.write(name + "\n"))
         keep_n = max(1, self.cfg.train.keep_ckpts)
-        ckpts = self.run.checkpoints()
-        for old in ckpts[:-keep_n]:
-            if old.name not in self._corrupt:
-                old.unlink(missing_ok=True)
+        for old in self.run.checkpoints()[:-keep_n]:
+            old.unlink(missing_ok=True)
+            sha256_sidecar(old).unlink(missing_ok=True)
+        for side in ckpt_dir.glob("step_*.pt.sha256"):  # a kill between hash and rename leaves a hash alone
+            if not side.with_name(side.name[: -len(".sha256")]).exists():
+                side.unlink(missing_ok=True)
 
-    def _find_checkpoint(self) -> tuple[dict, Path] | None:
-        """The newest checkpoint that loads and fits, falling back over corrupt ones (with a
-        warning; corrupt files are left as they are)."""
+    def _find_checkpoint(self) -> tuple[dict, Path, list[tuple[Path, str]]] | None:
+        """The newest checkpoint that is intact (its sha256 as recorded, loadable) and fits, the corrupt newer
+        ones skipped: ``(checkpoint, path, [(corrupt path, why), ...])``; None without checkpoints. Reads only.
+
+        Raises:
+            CheckpointError: every checkpoint is corrupt (each named, with why), or the newest intact one does
+                not fit the config or the model.
+        """
         assert self.run is not None
-        paths = self.run.checkpoints()
-        bad = []
-        for path in reversed(paths):
+        bad: list[tuple[Path, str]] = []
+        for path in reversed(self.run.checkpoints()):
             try:
-                ckpt = load_checkpoint(path)
+                ckpt = load_checkpoint(path, note_unhashed=self.is_main)
             except CheckpointError as e:
-                bad.append(path)
-                self._corrupt.add(path.name)
-                if self.is_main:
-                    warnings.warn(f"{e} Falling back to an earlier checkpoint.", TrainerWarning, stacklevel=3)
+                bad.append((path, getattr(e, "reason", None) or str(e).splitlines()[0][:200]))
                 continue
             check_config(ckpt, self.cfg, path)
             check_shapes(self.learner, ckpt["learner"], path)
-            return ckpt, path
+            return ckpt, path, bad
         if bad:
             raise CheckpointError(
-                "No usable checkpoint in " + str(self.run.ckpt_dir) + "; all of these are corrupt or "
-                "truncated: " + ", ".join(p.name for p in bad) + ". Delete them to start this run "
-                "again, or train into a new --out directory."
+                f"No usable checkpoint in {self.run.ckpt_dir}: all are corrupt or truncated: "
+                + "; ".join(f"{p.name} ({why})" for p, why in bad)
+                + ". Nothing was changed. Delete them to start this run again, or train into a new --out directory."
             )
         return None
+
+    def _set_aside(self, bad: list[tuple[Path, str]], path: Path, step: int) -> None:
+        """Rename the corrupt checkpoints ``bad`` (and their recorded hashes) to ``<name>.corrupt`` for inspection
+        (they are never loaded, overwritten or pruned) and say so in one line, with the one resumed from."""
+        kept = []
+        for p, _ in bad:
+            keep = p.with_name(p.name + ".corrupt")
+            os.replace(p, keep)
+            if sha256_sidecar(p).exists():
+                os.replace(sha256_sidecar(p), sha256_sidecar(keep))
+            kept.append(keep.name)
+        warnings.warn(
+            "Corrupt checkpoint " + "; ".join(f"{p.name} ({why})" for p, why in bad)
+            + f": kept as {', '.join(kept)}; resuming from {path.name} (step {step}).", TrainerWarning, stacklevel=3)
 
     # -- the guard ---------------------------------------------------------------------------------
 
@@ -656,6 +688,10 @@ class Trainer:
             self.data = self.data.to(self.device)
         if self.run is not None and self.run.is_finished():
             found = self._find_checkpoint()
+            if found is not None and found[2] and self.is_main:
+                warnings.warn("Corrupt checkpoint " + "; ".join(f"{p.name} ({why})" for p, why in found[2])
+                              + f": loaded {found[1].name} (step {found[0]['step']}) instead.", TrainerWarning,
+                              stacklevel=2)
             if found is not None:
                 self._restore_state(found[0], found[1])
                 self.rollbacks = int(found[0]["guard"]["rollbacks"])
@@ -690,9 +726,11 @@ class Trainer:
             self.run.check_config(cfg)  # raises before anything is written
             if self.is_main:
                 self.run.create(cfg)
-            if found is not None:
-                ckpt, ckpt_path = found
             distributed.barrier()
+            if found is not None:
+                ckpt, ckpt_path, bad = found
+                if bad and self.is_main:  # only now, when this run is sure to continue: set the bad ones aside
+                    self._set_aside(bad, ckpt_path, int(ckpt["step"]))
 
         seed_everything(tc.seed + distributed.rank(), deterministic=tc.deterministic)
         if ckpt is not None:
