@@ -6,18 +6,24 @@
 * divergence is caught for every method, with advice that fits the method;
 * SIGTERM / SIGINT checkpoint and exit with one line; a resume reaches the uninterrupted final state;
 * throw-away runs of the ci profile leave nothing in the temp folder;
-* a checkpoint (or FID state) whose bytes differ from the sha256 recorded when it was written is never used.
+* a checkpoint (or FID state) whose bytes differ from the sha256 recorded when it was written is never used;
+* a data file is read only up to the size its format allows: a gzip bomb or a lying header is refused in
+  seconds, and no partial cache stays behind (nor the one of a killed process).
 """
 
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -611,3 +617,131 @@ def test_an_empty_out_is_refused_like_any_bad_out(tmp_path, monkeypatch, capsys)
     with pytest.raises(ConfigError, match="empty string"):
         RunDir("")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. Bounded data reads: a hostile data file cannot fill the disk, a refused one leaves no cache
+# ----------------------------------------------------------------------------------------------
+
+MNIST_TRAIN_IMAGES = 4 + 3 * 4 + 60_000 * 28 * 28  # 47,040,016 bytes: what the largest honest file inflates to
+
+
+def _mnist_copy(shared: Path, root: Path) -> Path:
+    (root / "mnist").mkdir(parents=True)
+    for p in (shared / "mnist").glob("*.gz"):
+        shutil.copyfile(p, root / "mnist" / p.name)
+    return root / "mnist"
+
+
+def _gzip_bomb(path: Path, header: bytes, inflated: int) -> None:
+    """A gzip file of ``header`` and then zeros, ``inflated`` bytes in all, streamed through gzip in 64 MiB
+    members (gzip readers join them; the file is about 1/1000 of that and nothing large is ever kept)."""
+    block = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(header))
+        for _ in range(-(-inflated // (64 << 20))):
+            f.write(block)
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:  # removed while we looked
+                pass
+    return total
+
+
+def test_a_gzip_bomb_is_refused_in_seconds_without_filling_the_disk(tmp_path, shared_data, monkeypatch, capsys):
+    folder = _mnist_copy(shared_data, tmp_path / "data")
+    bomb = folder / "train-images-idx3-ubyte.gz"
+    _gzip_bomb(bomb, struct.pack(">IIII", 2051, 60_000, 28, 28), inflated=2 * 10**9)  # a valid header, 2 GB
+    assert bomb.stat().st_size < 3 * 10**6
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("JEBM_CACHE", str(cache))
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _bytes_under(cache))
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    t0 = time.perf_counter()
+    try:
+        code = main(["train", "toy012_joint", "--profile", "ci", "--out", str(tmp_path / "run"),
+                     f"data.root={tmp_path / 'data'}"])
+    finally:
+        took = time.perf_counter() - t0
+        stop.set()
+        watcher.join()
+    assert code == 2
+    _one_error_line(capsys.readouterr().err, str(bomb), f"{MNIST_TRAIN_IMAGES:,} bytes its header announces")
+    print(f"bomb refused in {took:.2f} s, peak cache {peak[0] / 1e6:.1f} MB")  # shown with -s
+    assert took < 10 and 0 < peak[0] < 100e6, (took, peak[0])
+    assert [p for p in cache.rglob("*") if not p.is_dir() or p.name != "idx"] == []  # no partial cache
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_idx_header_that_lies_is_refused_before_anything_is_inflated(tmp_path, shared_data, monkeypatch):
+    from jebm_lite.data import DataNotFoundError, get_dataset
+
+    monkeypatch.setenv("JEBM_CACHE", str(tmp_path / "cache"))
+    folder = _mnist_copy(shared_data, tmp_path / "data")
+    liar = folder / "train-images-idx3-ubyte.gz"
+    liar.write_bytes(gzip.compress(struct.pack(">IIII", 2051, 10**9, 28, 28) + b"\0" * 4096))
+    with pytest.raises(DataNotFoundError, match=r"claims 1000000000 x 28 x 28, more than MNIST "
+                                                r"train-images-idx3-ubyte holds \(60000 x 28 x 28, 47,040,016 bytes"):
+        get_dataset("mnist", "test", root=tmp_path / "data")
+    assert [p.name for p in (tmp_path / "cache").rglob("*")] == ["idx"]  # no folder left behind
+    # decompressed files are held to their header too (torchvision would read all of one into memory)
+    plain = tmp_path / "plain" / "mnist"
+    plain.mkdir(parents=True)
+    for p in folder.glob("*.gz"):
+        if p.name != liar.name:
+            (plain / p.name[:-3]).write_bytes(gzip.decompress(p.read_bytes()))
+    (plain / liar.name[:-3]).write_bytes(struct.pack(">IIII", 2051, 10, 28, 28) + b"\0" * (10 * 784 + 5000))
+    with pytest.raises(DataNotFoundError, match=r"has 12,856 bytes, its idx header announces 7,856"):
+        get_dataset("mnist", "test", root=tmp_path / "plain")
+    assert [p.name for p in (tmp_path / "cache").rglob("*")] == ["idx"]
+
+
+def test_a_cache_left_by_a_killed_process_is_removed_on_the_next_start(tmp_path, shared_data):
+    from jebm_lite.data import get_dataset
+
+    cache = tmp_path / "cache"
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        import jebm_lite.data.mnist as m
+        real = m.inflate_bounded
+        def slow(src, dst, *a, **k):  # the first file written in full, then a kill arrives
+            real(src, dst, *a, **k)
+            print("wrote", dst, flush=True)
+            time.sleep(120)
+        m.inflate_bounded = slow
+        from jebm_lite.data import get_dataset
+        get_dataset("mnist", "test", root={str(shared_data)!r})
+    """)
+    env = {**os.environ, "JEBM_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = victim.stdout.readline()
+        assert line.startswith("wrote"), line
+    finally:
+        victim.kill()
+        victim.wait()
+    idx = cache / "idx"
+    left = [p for p in idx.iterdir()]
+    assert len(left) == 1 and left[0].name.startswith(".MNIST-") and left[0].name.endswith(".tmp")  # half-built
+    assert _bytes_under(left[0]) == MNIST_TRAIN_IMAGES
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JEBM_CACHE", str(cache))
+        assert len(get_dataset("mnist", "test", root=shared_data)) == 10_000
+    built = [p for p in idx.iterdir()]
+    assert len(built) == 1 and built[0].name.startswith("MNIST-")  # the stale one removed, a complete one built
+    assert sorted(p.name for p in (built[0] / "MNIST" / "raw").iterdir()) == sorted(
+        p.name[:-3] for p in (shared_data / "mnist").glob("*.gz"))

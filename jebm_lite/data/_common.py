@@ -1,11 +1,15 @@
-"""Pieces shared by the dataset modules: the data root, the error type, the in-memory dataset."""
+"""Pieces shared by the dataset modules: the data root, the error type, the in-memory dataset, and
+:func:`inflate_bounded`, which stops a ``.gz`` file at the size its own header allows (a bomb is refused in
+seconds, never written out)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -54,6 +58,41 @@ def cache_dir(*parts: str) -> Path:
         f"No writable cache folder: tried {', '.join(str(c) for c in candidates)}. "
         f"Set {CACHE_ENV} to a writable folder."
     )
+
+
+def inflate_bounded(src: Path, dst: Path, head_len: int, size_of: Callable[[bytes], int], fix: str) -> int:
+    """Gunzip ``src`` into ``dst``, never past the size the file's own header allows.
+
+    ``size_of(head)`` gets the first ``head_len`` decompressed bytes and returns the exact size the whole
+    decompressed file must have (it raises :class:`DataNotFoundError` for a header that claims more than the data
+    set can hold). Inflating stops one block after that size: a gzip bomb costs at most the announced size on disk
+    (the caller removes ``dst``) and about a second. Returns the size.
+
+    Raises:
+        DataNotFoundError: the header is refused, the stream inflates past its size or ends short of it, or it is
+            not valid gzip; the message names ``src``, the expected size and ``fix``.
+    """
+    try:
+        with gzip.open(src, "rb") as inp, open(dst, "wb") as out:
+            head = inp.read(head_len)
+            if len(head) < head_len:
+                raise DataNotFoundError(f"{src} is truncated or corrupt: it inflates to {len(head)} bytes, not even a "
+                                        f"{head_len}-byte header; {fix}.")
+            size = size_of(head)
+            out.write(head)
+            n = len(head)
+            while block := inp.read(min(1 << 22, size - n + 1)):
+                n += len(block)
+                if n > size:
+                    raise DataNotFoundError(f"{src} inflates past the {size:,} bytes its header announces (a gzip bomb "
+                                            f"or a corrupt file); it is refused and nothing of it is kept; {fix}.")
+                out.write(block)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataNotFoundError(f"{src} is truncated or corrupt ({type(e).__name__}: {e}); {fix}.") from None
+    if n < size:
+        raise DataNotFoundError(f"{src} is truncated or corrupt: it inflates to {n:,} of the {size:,} bytes its header "
+                                f"announces; {fix}.")
+    return size
 
 
 def files_key(paths: Sequence[Path]) -> str:
