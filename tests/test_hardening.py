@@ -745,3 +745,48 @@ def test_a_cache_left_by_a_killed_process_is_removed_on_the_next_start(tmp_path,
     assert len(built) == 1 and built[0].name.startswith("MNIST-")  # the stale one removed, a complete one built
     assert sorted(p.name for p in (built[0] / "MNIST" / "raw").iterdir()) == sorted(
         p.name[:-3] for p in (shared_data / "mnist").glob("*.gz"))
+
+
+def test_a_mat_file_that_holds_or_inflates_past_its_split_is_refused(tmp_path, monkeypatch):
+    import numpy as np
+    import scipy.io
+
+    from jebm_lite.data import DataNotFoundError, get_dataset, svhn
+
+    monkeypatch.setitem(svhn.MAX_IMAGES, "test", 20)  # a small split: the limit is 20 x 3080 + 1 MiB
+    limit = svhn.mat_limit("test")
+    path = tmp_path / "svhn" / "test_32x32.mat"
+    path.parent.mkdir()
+    X, y = np.zeros((32, 32, 3, 12), np.uint8), np.ones((12, 1), np.uint8)
+    scipy.io.savemat(path, {"X": X, "y": y}, do_compression=True)
+    assert len(get_dataset("svhn", "test", root=tmp_path)) == 12  # control: an honest file loads
+    scipy.io.savemat(path, {"X": X, "y": y, "pad": np.zeros(32 << 20, np.uint8)}, do_compression=True)  # 32 MB
+    assert path.stat().st_size < 10**6
+    t0 = time.perf_counter()
+    with pytest.raises(DataNotFoundError, match=f"inflates past the {limit:,} bytes SVHN test can hold"):
+        get_dataset("svhn", "test", root=tmp_path)
+    assert time.perf_counter() - t0 < 2
+    scipy.io.savemat(path, {"X": X, "y": y, "pad": np.zeros(2 << 20, np.uint8)})  # uncompressed: 2 MB on disk
+    with pytest.raises(DataNotFoundError, match=f"bytes, more than SVHN test can hold \\({limit:,} bytes\\)"):
+        get_dataset("svhn", "test", root=tmp_path)
+
+
+def test_an_image_that_is_too_large_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from jebm_lite.data import DataNotFoundError, celeba, get_dataset
+
+    folder = tmp_path / "celeba64" / "train"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (178, 218), (0, 200, 0)).save(folder / "000001.png")
+    Image.new("L", (5000, 5000)).save(folder / "000002.png")  # 25 M pixels in a file of about 25 kB
+    ds = get_dataset("celeba64", "train", root=tmp_path)
+    assert ds[0][0].shape == (3, 64, 64)
+    with pytest.raises(DataNotFoundError, match="000002.png announces 5000 x 5000 pixels, more than the 16,777,216"):
+        ds[1]
+    monkeypatch.setattr(celeba, "MAX_FILE_BYTES", 1000)
+    with pytest.raises(DataNotFoundError, match=r"000002.png has [\d,]+ bytes, more than an image here may have"):
+        ds[1]
+    (folder / "000003.png").write_bytes(b"\x89PNG junk")
+    with pytest.raises(DataNotFoundError, match="000003.png cannot be read as an image"):
+        get_dataset("celeba64", "train", root=tmp_path)[2]

@@ -15,6 +15,10 @@ Accepted layouts under the data root (first match wins):
 
 ``split="all"`` takes every image. CelebA has no class labels here: every label is 0.
 With ``augment=True`` the ``train`` split is flipped horizontally at random (p = 0.5); default off.
+
+Bounded reads. An image file over :data:`MAX_FILE_BYTES` on disk, or whose header announces more than
+:data:`MAX_PIXELS` pixels (a decompression bomb: a small PNG that decodes to gigabytes), is refused when it is
+opened, before it is decoded (:func:`open_image`), with a one-line :class:`DataNotFoundError` naming it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ ALIGNED_SIZE: tuple[int, int] = (178, 218)  # PIL (width, height) of img_align_c
 SIZE = 64
 SPLITS: tuple[str, ...] = ("train", "valid", "test", "all")
 EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+MAX_FILE_BYTES = 16 << 20  # an aligned CelebA JPEG has about 10 kB
+MAX_PIXELS = 4096 * 4096  # CelebA's are 178 x 218; in-the-wild photos stay well below this
 URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 _PARTITION = {"train": 0, "valid": 1, "test": 2}
 
@@ -50,6 +56,32 @@ def preprocess(img: Image.Image, size: int = SIZE) -> torch.Tensor:
     if img.size != (size, size):
         img = TF.resize(img, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
     return TF.pil_to_tensor(img)
+
+
+def open_image(path: Path, size: int = SIZE) -> torch.Tensor:
+    """One image file -> uint8 (3, size, size) (:func:`preprocess`), refused before decoding when it is too large.
+
+    Raises:
+        DataNotFoundError: over :data:`MAX_FILE_BYTES` or :data:`MAX_PIXELS`, or not a readable image; the message
+            names the file.
+    """
+    nbytes = path.stat().st_size
+    if nbytes > MAX_FILE_BYTES:
+        raise DataNotFoundError(f"{path} has {nbytes:,} bytes, more than an image here may have "
+                                f"({MAX_FILE_BYTES:,}); it is refused; remove it from the folder.")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size  # from the header: nothing is decoded yet
+            if w * h > MAX_PIXELS:
+                raise DataNotFoundError(f"{path} announces {w} x {h} pixels, more than the {MAX_PIXELS:,} an image "
+                                        "here may have (a decompression bomb?); it is refused; remove it from the "
+                                        "folder.")
+            return preprocess(img, size)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, DataNotFoundError):
+            raise
+        raise DataNotFoundError(f"{path} cannot be read as an image ({type(e).__name__}: {str(e)[:120]}); it is "
+                                "refused; remove or replace it.") from None
 
 
 class ImageFileDataset(Dataset):
@@ -71,8 +103,7 @@ class ImageFileDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        with Image.open(self.files[index]) as img:
-            x = preprocess(img, self.size)
+        x = open_image(self.files[index], self.size)
         if self.augment and bool(torch.rand(()) < 0.5):
             x = x.flip(-1)
         return to_unit_range(x), 0
