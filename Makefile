@@ -78,7 +78,10 @@ test: venv
 mathjax: venv
 	$(VPY) tools/fetch_mathjax.py
 
+# Chapter 5's explorer runs the toy models in the page with ONNX Runtime Web (its wasm build), fetched the
+# same way into _vendor/_static/onnxruntime-web/ (tools/fetch_onnxruntime_web.py; skipped when present).
 book: venv mathjax
+	$(VPY) tools/fetch_onnxruntime_web.py
 	TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@echo "== the book is at _build/html/index.html"
 
@@ -99,10 +102,10 @@ chromium:
 	echo "== $$(chromium --version 2>/dev/null)"
 
 # Every page of the built book (run `make book` first) in headless Chromium: math typeset, images
-# loaded, no console errors, no request leaving localhost.
+# loaded, no console errors, no request leaving localhost; and chapter 5's explorer panel at work.
 browser: venv chromium
 	@test -f _build/html/index.html || { echo "error: no _build/html; run 'make book' first" >&2; exit 1; }
-	JEBM_REQUIRE_BROWSER=1 OMP_NUM_THREADS=1 $(VPY) -m pytest tests/test_browser.py -q
+	JEBM_REQUIRE_BROWSER=1 OMP_NUM_THREADS=1 $(VPY) -m pytest tests/test_browser.py tests/test_explorer_browser.py -q
 
 # On a lent GPU machine: the CUDA test cases, the CUDA benchmarks and two short full-profile runs, as JSON in
 # benchmarks/results/gpu-check-<date>/ (a few minutes). Without CUDA: the CPU parts only, exit 0 if they pass.
