@@ -20,7 +20,7 @@ def _cells(nb) -> list[tuple[str, str, list[str]]]:
 
 
 def test_every_chapter_has_a_source_and_no_source_is_orphaned():
-    assert len(CHAPTERS) == 9  # chapters 01-08 and the back-matter notebook 90_reproduction_notes
+    assert len(CHAPTERS) == 10  # chapters 01-09 and the back-matter notebook 90_reproduction_notes
     sources = sorted(p.stem for p in (NOTEBOOKS / "src").glob("*.md"))
     assert sources == [p.stem for p in CHAPTERS]
     assert not list(Path(__file__).resolve().parent.parent.glob("tools/make_ch*.py")), "generators are gone"

@@ -24,20 +24,74 @@ ACCENT_COLOR = "#029E73"
 LAYER_COLORS = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161")
 
 
+COLUMN_WIDTH_IN = 7.0
+"""The widest figure the book draws, in inches: the content column is about 690 CSS px at a desktop width, so a
+figure of this width is shown at about 1.4 CSS px per point of its fonts (at any dpi)."""
+MIN_FONT_PT = 8.0
+"""The smallest font a figure may use: at :data:`COLUMN_WIDTH_IN` it renders at about 11 CSS px in the page
+(the browser test's floor is 9)."""
+DPI = 130
+"""Saved resolution: a full-width figure is 910 px wide, sharp on high-density screens and shown at 0.75x."""
+
+
 def set_style() -> None:
-    """The book's plotting style: seaborn's whitegrid theme, PNG-friendly sizes."""
+    """The book's plotting style: seaborn's whitegrid theme, fonts readable at the column width."""
     # imported on use: a heavy import (~1 s)
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     matplotlib.rcParams.update({
-        "figure.dpi": 90,
-        "savefig.dpi": 90,
-        "axes.titlesize": 11,
+        "figure.dpi": DPI,
+        "savefig.dpi": DPI,
+        "figure.figsize": (COLUMN_WIDTH_IN, 3.2),
+        "font.size": 10,
+        "axes.titlesize": 10.5,
         "axes.labelsize": 10,
+        "xtick.labelsize": 9,
+        "ytick.labelsize": 9,
+        "legend.fontsize": 9,
+        "legend.title_fontsize": 9,
         "figure.autolayout": False,
         "image.cmap": "gray",
     })
+
+
+def readability_problems(fig: plt.Figure) -> list[str]:
+    """What would make ``fig`` hard to read in the book's column: wider than :data:`COLUMN_WIDTH_IN`, or any
+    visible text smaller than :data:`MIN_FONT_PT` (an empty list when it is fine). Chapters assert on it."""
+    out = []
+    w = fig.get_figwidth()
+    if w > COLUMN_WIDTH_IN + 1e-6:
+        out.append(f"figure {w:.1f} in wide (at most {COLUMN_WIDTH_IN})")
+    for t in fig.findobj(matplotlib.text.Text):
+        if t.get_visible() and t.get_text().strip() and t.get_fontsize() < MIN_FONT_PT - 1e-6:
+            out.append(f"text {t.get_text()[:30]!r} at {t.get_fontsize():.1f} pt")
+    return out
+
+
+def plot_paired_differences(ax: plt.Axes, groups: Sequence[dict], ylabel: str = "joint − VLAE (points)") -> None:
+    """One column per group: a dot per pair (its paired difference), the mean with its confidence interval,
+    and the paper's difference as a star. ``groups``: ``{"label", "diffs", "low", "high", "paper"}`` each
+    (``low`` / ``high`` None with fewer than two pairs; ``paper`` None where the paper has no number)."""
+    rng = np.random.default_rng(0)
+    for i, g in enumerate(groups):
+        d = np.asarray(g["diffs"], dtype=float)
+        jitter = rng.uniform(-0.12, 0.12, len(d))
+        ax.scatter(i + jitter, d, s=22, color=LAYER_COLORS[i % len(LAYER_COLORS)], alpha=0.8, zorder=3,
+                   label="one pair (seed)" if i == 0 else None)
+        if len(d):
+            ax.plot([i + 0.25, i + 0.45], [d.mean()] * 2, color="black", lw=2, zorder=4,
+                    label="mean, 95 % CI" if i == 0 else None)
+        if g.get("low") is not None:
+            ax.plot([i + 0.35] * 2, [g["low"], g["high"]], color="black", lw=1.2, zorder=4)
+        if g.get("paper") is not None:
+            ax.scatter([i + 0.35], [g["paper"]], marker="*", s=140, color=ACCENT_COLOR, edgecolor="black",
+                       linewidth=0.5, zorder=5, label="paper" if i == 0 else None)
+    ax.axhline(0, color="grey", lw=1, ls="--", zorder=1)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g["label"] for g in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.3)
+    ax.set_ylabel(ylabel)
 
 
 def to_numpy_images(x: Tensor) -> np.ndarray:

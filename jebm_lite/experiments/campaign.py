@@ -34,8 +34,9 @@ import torch
 
 import jebm_lite
 from jebm_lite.analysis.codekit import extract_kit, kit_paths, load_kit, save_kit
-from jebm_lite.analysis.probe_study import ebm_activity, probe_variants
+from jebm_lite.analysis.probe_study import ebm_activity, probe_variants, variance_split
 from jebm_lite.experiments.latent_table import (
+    DISPLAY_NAMES,
     PAPER,
     cell_config,
     cell_run,
@@ -271,6 +272,58 @@ def arm_report(arm: Arm, records: Sequence[dict[str, Any]], level: float = 0.95)
             "mcnemar_p": mcnemar_exact(b, c)}
 
 
+LAYER_NAMES = {1: "z1 (bottom)", 2: "z2", 3: "z3 (top)"}
+PRIOR_NAMES = {"joint": "joint EBM prior", "vlae": "VLAE"}
+
+
+def arm_label(arm: Arm) -> str:
+    """``"A: MNIST, LayerNorm"``: an arm as the chapter names it."""
+    norm = "no normalisation" if "model.norm=none" in arm.overrides else "LayerNorm"
+    return f"{arm.key}: {DISPLAY_NAMES[arm.dataset]}, {norm}"
+
+
+def layer_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tab. 1 per arm and prior, the layers as columns: ``{"arm", "prior", "z1", "z2", "z3"}`` with cells
+    ``"mean ± sd (paper)"`` in % (an arm without pairs is left out)."""
+    rows = []
+    for k, rep in reports.items():
+        if not rep["layers"]:
+            continue
+        for me in METHODS:
+            row: dict[str, Any] = {"arm": arm_label(ARMS[k]), "prior": PRIOR_NAMES[me]}
+            for la in rep["layers"]:
+                sd = la[f"{me}_sd"]
+                ours = f"{la[me + '_mean']:.1f}" + ("" if math.isnan(sd) else f" ± {sd:.1f}")
+                row[f"z{la['layer']}"] = f"{ours} ({la[me + '_paper']:.1f})"
+            rows.append(row)
+    return rows
+
+
+def verdict_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm: ``{"arm", "pairs", "d" (mean paired top-layer difference), "ci" (text), "paper",
+    "claim", "clean" ("joint / VLAE" counts), "p" (McNemar)}``."""
+    return [{"arm": arm_label(ARMS[k]), "pairs": rep["n_pairs"], "d": rep["diff"],
+             "ci": None if rep["ci_low"] is None else f"{rep['ci_low']:+.1f} to {rep['ci_high']:+.1f}",
+             "paper": rep["paper_diff"], "claim": rep["outcome"],
+             "clean": f"{rep['clean']['joint']} / {rep['clean']['vlae']} of {rep['n_pairs']}",
+             "p": rep["mcnemar_p"] if rep["n_pairs"] else None} for k, rep in reports.items()]
+
+
+def chaos_rows(first: Sequence[dict], second: Sequence[dict]) -> list[dict[str, Any]]:
+    """The same cells trained twice: ``{"model", "layer", "first", "second", "change"}`` per (model, layer),
+    matched by (data set, prior, seed)."""
+    by = {(r["dataset"], r["method"], r["seed"]): r for r in second}
+    rows = []
+    for a in sorted(first, key=lambda r: (r["dataset"], r["method"], r["seed"])):
+        b = by.get((a["dataset"], a["method"], a["seed"]))
+        if b is None or a.get("accuracy") is None or b.get("accuracy") is None:
+            continue
+        for i, (x, y) in enumerate(zip(a["accuracy"], b["accuracy"])):
+            rows.append({"model": f"{DISPLAY_NAMES[a['dataset']]}, {PRIOR_NAMES[a['method']]}, seed {a['seed']}",
+                         "layer": LAYER_NAMES.get(i + 1, f"z{i + 1}"), "first": x, "second": y, "change": y - x})
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------
 # The probe study and the EBM measures, from the kits (RULE.md; no retraining)
 # ----------------------------------------------------------------------------------------------
@@ -314,6 +367,23 @@ def all_kits(root: str | Path = ".") -> list[Path]:
 def load_studies(root: str | Path = ".") -> list[dict[str, Any]]:
     """Every study record of the campaign's kits (those computed so far)."""
     return [read_json(study_path(k)) for k in all_kits(root) if study_path(k).exists()]
+
+
+def ebm_rows(studies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The EBM measures of every joint model studied: ``{"model", "f_sd_prior", "fresh_sd", "f_gap", "move",
+    "end", "active"}`` (see :func:`~jebm_lite.analysis.probe_study.ebm_activity`)."""
+    return [{"model": f"{s['arm']}, seed {s['seed']}" + (" (retrained)" if s.get("retrain") else ""),
+             "f_sd_prior": s["ebm"]["trained"]["f_sd_prior"], "fresh_sd": s["ebm"]["fresh"]["f_sd_prior"],
+             "f_gap": s["ebm"]["trained"]["f_gap"], "move": s["ebm"]["trained"]["move_rms"],
+             "end": s["ebm"]["endpoint_rms"], "active": s["ebm"]["active"]} for s in studies if s.get("ebm")]
+
+
+def probe_split(studies: Sequence[dict[str, Any]], layer: int | None = None) -> list[dict[str, Any]]:
+    """:func:`~jebm_lite.analysis.probe_study.variance_split` over the studied models (one layer, or all)."""
+    per_model = {f"{s['arm']} {s['method']} {s['seed']}{' r' if s.get('retrain') else ''}": s["probes"]
+                 for s in studies}
+    rows = variance_split(per_model) if per_model else []
+    return [r for r in rows if layer is None or r["layer"] == layer]
 
 
 def _cell(text: str) -> tuple[str, int]:

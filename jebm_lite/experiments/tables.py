@@ -1,9 +1,14 @@
-"""Result tables as text: rows of string cells (what the ``table_rows`` functions of the experiments return)
-as one markdown table, for the command lines. Chapters show the same rows as a DataFrame."""
+"""Result tables: rows of string cells as one markdown table, for the command lines (:func:`markdown_table`),
+and result records as a table a reader can read, for the chapters (:func:`display_frame`: human headers,
+formatted numbers, a named index, constant columns lifted out)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
 
 
 def markdown_table(rows: Sequence[Mapping[str, str]], headers: Mapping[str, str] | None = None) -> str:
@@ -18,3 +23,60 @@ def markdown_table(rows: Sequence[Mapping[str, str]], headers: Mapping[str, str]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+Format = str | Callable[[Any], str]
+
+
+def _cell(value: Any, fmt: Format | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if fmt is None:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, int):
+            return f"{value:,}"
+        if isinstance(value, float):
+            return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:.3g}"
+        return str(value)
+    return fmt(value) if callable(fmt) else format(value, fmt)
+
+
+def display_frame(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str | tuple[str, Format | None]],
+                  index: str | Sequence[str], lift_constants: bool = True) -> tuple[Any, str]:
+    """A result table as a reader should see it: human column names, formatted numbers, rows named by their
+    first column(s), no row numbers and no empty header rows.
+
+    ``columns``: record key -> ``header`` or ``(header, format)``, in display order; the format is a format spec
+    (``".1f"``, ``"+.1f"``, ``","``) or a function of the value; ``None`` formats integers with thousands
+    separators and floats with three significant digits. ``index``: the key (or keys) that name a row: they
+    come first, in bold, and a value repeated from the row above is left blank. With ``lift_constants``, a
+    column whose value is the same in every row (of two or more) is left out and returned as
+    ``"header: value"`` in the note (say it once in the text or caption). Missing values show as a dash.
+
+    Returns ``(table, note)``: ``table`` is a pandas ``Styler`` (``display(table)`` renders it as HTML; its
+    ``.data`` is the DataFrame of strings).
+    """
+    columns = {k: (v, None) if isinstance(v, str) else v for k, v in columns.items()}
+    keys = [index] if isinstance(index, str) else list(index)
+    order = keys + [k for k in columns if k not in keys]
+    data = {columns.get(k, (k, None))[0]: [_cell(r.get(k), columns.get(k, (k, None))[1]) for r in rows]
+            for k in order}
+    notes = []
+    if lift_constants and len(rows) > 1:
+        for k in order[len(keys):]:
+            h = columns[k][0]
+            if len(set(data[h])) == 1:
+                notes.append(f"{h}: {data.pop(h)[0]}")
+    for k in keys:  # blank a key repeated from the row above (a group), as in a printed table
+        h = columns.get(k, (k, None))[0]
+        vals = data[h]
+        data[h] = [v if i == 0 or any(data[columns.get(kk, (kk, None))[0]][i] !=
+                                      data[columns.get(kk, (kk, None))[0]][i - 1] for kk in keys[:keys.index(k)])
+                   or v != vals[i - 1] else "" for i, v in enumerate(vals)]
+    df = pd.DataFrame(data)
+    key_cols = [columns.get(k, (k, None))[0] for k in keys]
+    styler = (df.style.hide(axis="index")
+              .set_properties(subset=key_cols, **{"font-weight": "bold", "text-align": "left"})
+              .set_table_attributes('class="jebm-table"'))
+    return styler, "; ".join(notes)
