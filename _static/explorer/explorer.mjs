@@ -2,8 +2,8 @@
 //
 // For each model of ./toy012/manifest.json (written by `python -m jebm_lite.analysis.export`) the panel
 // shows a pad per layer (z2 top, z1 bottom; drag the point, or focus a pad and use the arrow keys), the
-// decoded digit, and under each pad the prior's log-density over that plane with the other layer held
-// at its current value. The graphs run with ONNX Runtime Web (its wasm build, vendored into
+// decoded digit, and under each pad the prior's density over that plane with the other layer held at
+// its current value. The graphs run with ONNX Runtime Web (its wasm build, vendored into
 // _static/onnxruntime-web/ by tools/fetch_onnxruntime_web.py): no server code, no network.
 //
 //   joint: <name>_decoder.onnx  z (B, 4) -> image (B, 1, 28, 28) in [-1, 1]
@@ -106,7 +106,6 @@ class Model {
     const padBox = (layer) => {
       const c = el("canvas", {
         tabindex: "0",
-        role: "slider",
         "aria-label": `${this.name}: ${LAYER_NAMES[layer]} (arrow keys move the point)`,
         "data-layer": String(layer),
       });
@@ -114,7 +113,7 @@ class Model {
       c.width = Math.round(PAD_PX * dpr);
       c.height = Math.round(PAD_PX * dpr);
       this.pads[layer] = c;
-        return el("div", { class: "jx-pad" }, [
+      return el("div", { class: "jx-pad" }, [
         el("p", { class: "jx-label", text: LAYER_NAMES[layer] }),
         c,
       ]);
@@ -128,7 +127,10 @@ class Model {
     this.startBtns = [];
     for (const c of this.classes()) {
       const b = el("button", { type: "button", text: String(c), "aria-label": `code of a held-out ${c}` });
-      b.addEventListener("click", () => this.set(this.heldOut(c)));
+      b.addEventListener("click", () => {
+        this.trail = null;
+        this.set(this.heldOut(c));
+      });
       this.startBtns.push(b);
       starts.append(b);
     }
