@@ -82,6 +82,7 @@ mathjax: venv
 # same way into _vendor/_static/onnxruntime-web/ (tools/fetch_onnxruntime_web.py; skipped when present).
 book: venv mathjax
 	$(VPY) tools/fetch_onnxruntime_web.py
+	$(VPY) -m jebm_lite.experiments.findings --root notebooks --out book/_generated/findings.md
 	TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@echo "== the book is at _build/html/index.html"
 

@@ -181,3 +181,22 @@ def test_lane_ci_smoke_writes_records_in_the_rule_order(tmp_path, monkeypatch):
     assert got == ["mnist_joint_seed0_ci.json", "mnist_vlae_seed0_ci.json"]
     assert campaign.ORDER[0] == ("B", 0) and len(set(campaign.ORDER)) == len(campaign.ORDER)
     assert {k for k, _ in campaign.ORDER} == set(campaign.ARMS)
+
+
+def test_findings_table_reads_the_records(tmp_path):
+    from jebm_lite.experiments import findings
+
+    rows = findings.glance_rows(NB)
+    assert [r["chapter"] for r in rows[:3]] == ["6", "6", "6"]
+    for row, key in zip(rows, "ABC"):
+        rep = campaign.arm_report(campaign.ARMS[key], campaign.arm_records(campaign.ARMS[key], NB))
+        assert row["verdict"] == findings.VERDICT_WORDS[rep["outcome"]]
+        if rep["diff"] is not None:
+            assert f"{rep['diff']:+.1f} points" in row["this book"]
+    # an empty results folder: every arm untested, no Fig. 4 row
+    (tmp_path / "results").mkdir()
+    empty = findings.glance_rows(tmp_path)
+    assert [r["verdict"] for r in empty] == ["not yet tested"] * 3
+    out = tmp_path / "f.md"
+    assert findings.main(["--root", str(NB), "--out", str(out)]) == 0
+    assert out.read_text().startswith("| claim | paper | this book | verdict | chapter |")
