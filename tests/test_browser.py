@@ -25,6 +25,7 @@ import importlib.util
 import os
 import re
 import shutil
+import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -353,17 +354,73 @@ async () => {
   // Commit hashes ("6a5f835", "6a5f835+dirty") in what a reader sees: provenance belongs in the result files
   // and in collapsed run cards (hide-cell), which innerText leaves out while they are closed.
   const seen = (document.querySelector("main") || document.body).innerText || "";
+  const prose = (document.querySelector("main") || document.body).cloneNode(true);
+  prose.querySelectorAll("pre, code, script, style, details, .cell_output").forEach(e => e.remove());
+  out.text = prose.textContent || "";  // the reading text: prose and captions, no code or cell output
   out.commitHashes = Array.from(seen.matchAll(/(?:^|\\s)([0-9a-f]{7,12}(?:\\+dirty)?)(?=[\\s,;)]|$)/g))
     .map(m => m[1]).filter(t => /[a-f]/.test(t) && /[0-9]/.test(t)).slice(0, 5);
   out.brokenImages = imgs.filter(i => !(i.complete && i.naturalWidth > 0))
     .map(i => i.getAttribute("src")).slice(0, 10);
   out.chtmlFonts = document.fonts ? Array.from(document.fonts)
     .filter(f => f.family.includes("MJX") && f.status === "error").map(f => f.family) : [];
+  // A display equation wider than its column (with its number) is cut off or drawn under the number.
+  out.wideEquations = Array.from(document.querySelectorAll("div.math")).filter(d => {
+    const m = d.querySelector("mjx-math"); if (!m) return false;
+    const no = d.querySelector(".eqno");
+    return m.getBoundingClientRect().width + (no ? no.getBoundingClientRect().width : 0)
+      > d.getBoundingClientRect().width + 1;
+  }).map(d => (d.id || "unlabelled") + " " + Math.round(d.querySelector("mjx-math").getBoundingClientRect().width)
+    + " px in " + Math.round(d.getBoundingClientRect().width)).slice(0, 10);
+  // A table wider than its column, with no box around it that scrolls: cut off.
+  out.cutTables = Array.from(document.querySelectorAll("main table")).filter(t => {
+    let e = t.parentElement;
+    const w = t.getBoundingClientRect().width;
+    for (let k = 0; e && k < 4; k++, e = e.parentElement) {
+      const ox = getComputedStyle(e).overflowX;
+      if ((ox === "auto" || ox === "scroll") && e.clientWidth < w + 1) return false;
+    }
+    const col = (document.querySelector("main article") || document.querySelector("main")).getBoundingClientRect();
+    return t.getBoundingClientRect().right > col.right + 1;
+  }).map(t => Array.from(t.querySelectorAll("th")).slice(0, 3).map(h => h.textContent.trim()).join(" | "))
+    .slice(0, 5);
+  // Images in cell outputs: source, natural and displayed width (the test checks their text size).
+  out.outputImages = Array.from(document.querySelectorAll(".cell_output img"))
+    .map(i => [i.getAttribute("src"), i.naturalWidth, i.getBoundingClientRect().width]);
   const nav = document.querySelector("nav.bd-docs-nav");
   out.toc = nav ? Array.from(nav.querySelectorAll("a.reference")).map(a => a.href) : null;
   return out;
 }
 """
+
+
+# Words of the workshop, not of the book: issue numbers, report sections, tool names, "this build".
+# innerText leaves collapsed cells (run cards, hidden code) out.
+FORBIDDEN = re.compile(
+    r"\b(?:issue \d+|report §\s*\d*|reference report|report \d+\.\d+|this build|nbval|hre:\w+"
+    r"|the preset's comment|while building the preset|the notes of issue)\b", re.IGNORECASE)
+
+# Pages whose figures were drawn with jebm_lite.analysis.viz's column-width style (chapters join this list
+# when they are executed again with it); their smallest text must render at MIN_TEXT_PX or more.
+RESTYLED = ("notebooks/06_tab1_measured.html",)
+MIN_TEXT_PX = 9.0
+
+
+def small_figure_text(page_url: str, images: list) -> list[str]:
+    """Images whose smallest font (the style's MIN_FONT_PT at the PNG's dpi) shows below MIN_TEXT_PX."""
+    from PIL import Image
+
+    from jebm_lite.analysis.viz import MIN_FONT_PT
+
+    out = []
+    for src, natural, shown in images:
+        path = (HTML / urlsplit(urljoin(page_url, src)).path.lstrip("/")).resolve()
+        if not path.is_file() or not natural or not shown:
+            continue
+        dpi = Image.open(path).info.get("dpi", (72, 72))[0]
+        px = MIN_FONT_PT * dpi / 72 * shown / natural
+        if px < MIN_TEXT_PX:
+            out.append(f"{path.name}: {px:.1f} px")
+    return out
 
 
 def _is_local(url: str, base: str) -> bool:
@@ -478,6 +535,17 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
             problems.append(f"{info['nanCells']} table cells read NaN / None (show a dash where a value does not apply)")
         if info["shrunkImages"]:
             problems.append(f"images shown below half their width (draw them for the column): {info['shrunkImages']}")
+        if info["wideEquations"]:
+            problems.append(f"display equations wider than the column (split them): {info['wideEquations']}")
+        if info["cutTables"]:
+            problems.append(f"tables cut off at the column's edge: {info['cutTables']}")
+        forbidden = [w for w in FORBIDDEN.findall(info["text"])]
+        if forbidden:
+            problems.append(f"lab words in the reading text: {sorted(set(forbidden))[:8]}")
+        if any(name.endswith(page) for page in RESTYLED):
+            small = small_figure_text(url, info["outputImages"])
+            if small:
+                problems.append(f"figure text below {MIN_TEXT_PX} CSS px: {small}")
         if info["chtmlFonts"]:
             problems.append(f"MathJax fonts that did not load: {info['chtmlFonts']}")
         sidebar = {u.split("#")[0] for u in info["toc"] or []}
@@ -494,3 +562,17 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
         f"  {name}:\n    - " + "\n    - ".join(msgs) for name, msgs in failures.items()
     )
     assert total_math > 0, "no page of the book has math: the typesetting check checked nothing"
+
+
+def test_small_figure_text_flags_shrunk_low_dpi_figures(tmp_path, monkeypatch):
+    """The figure-text check: the style's smallest font at the PNG's dpi, scaled to its displayed width."""
+    from PIL import Image
+
+    monkeypatch.setattr(sys.modules[__name__], "HTML", tmp_path)
+    (tmp_path / "_images").mkdir()
+    Image.new("RGB", (1000, 300)).save(tmp_path / "_images" / "old.png", dpi=(90, 90))  # an 11-inch figure
+    Image.new("RGB", (910, 300)).save(tmp_path / "_images" / "new.png", dpi=(130, 130))  # a 7-inch figure
+    page = "http://127.0.0.1:1/notebooks/ch.html"
+    shown = [["../_images/old.png", 1000, 672], ["../_images/new.png", 910, 672]]
+    small = small_figure_text(page, shown)
+    assert len(small) == 1 and small[0].startswith("old.png")  # 8 pt at 90 dpi shown at 0.67x: 6.7 px

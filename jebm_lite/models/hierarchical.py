@@ -263,12 +263,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "svhn4": dict(
         family="medium", image_shape=(3, 32, 32), z_dims=(2, 2, 2, 10), channels=(32, 64, 64, 256),
         hidden=256, merge="add", top_down=0,
-        source="hre:train_hs.py, 4-layer hierarchical-sampling model (report 1.4), exact",
+        source="reference train_hs.py, 4-layer hierarchical-sampling model, exact",
     ),
     "svhn5": dict(
         family="fid", image_shape=(3, 32, 32), z_dims=(10, 10, 10, 10, 10), channels=(128, 256, 256, 512, 1024),
         hidden=2048, merge="concat", top_down=0,
-        source="hre:train_fid.py, 5-layer FID model (report 1.5), exact",
+        source="reference train_fid.py, 5-layer FID model, exact",
     ),
     "cifar10": dict(
         family="fid", image_shape=(3, 32, 32), z_dims=(10, 10, 10, 10, 10), channels=(128, 256, 256, 512, 1024),
@@ -283,7 +283,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mnist_small": dict(
         family="small", image_shape=(1, 28, 28), z_dims=(2, 2, 2), channels=(16, 32), hidden=400,
         merge="gated", top_down=0,
-        source="[inferred] VLAE-small (report 3.2) without BatchNorm, VLAE's gated-add merge",
+        source="[inferred] VLAE-small without BatchNorm, VLAE's gated-add merge",
     ),
     "toy012": dict(
         family="small", image_shape=(1, 28, 28), z_dims=(2, 2), channels=(16, 32), hidden=256,
@@ -293,12 +293,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "toy012_spatial": dict(
         family="medium", image_shape=(1, 28, 28), z_dims=(2, 2), channels=(32, 256), hidden=256,
         merge="add", top_down=1,
-        source="[inferred] the hre:train_hs.py pattern on 28x28, L = 2",
+        source="[inferred] the reference train_hs.py pattern on 28x28, L = 2",
     ),
     "mnist_spatial": dict(
         family="medium", image_shape=(1, 28, 28), z_dims=(2, 2, 2), channels=(32, 64, 256), hidden=256,
         merge="add", top_down=0,
-        source="[inferred] the hre:train_hs.py pattern on 28x28, L = 3",
+        source="[inferred] the reference train_hs.py pattern on 28x28, L = 3",
     ),
     "factors_small": dict(
         family="small", image_shape=(3, 32, 32), z_dims=(3, 3, 3), channels=(16, 32), hidden=256,
