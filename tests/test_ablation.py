@@ -150,3 +150,12 @@ def test_inception_records_sit_beside_the_classifier_ones(tmp_path, shared_data,
     recs = ablation.load_results(tmp_path)
     assert f"| 10 | {rec['inception_fid']:.1f} | 1 | 30 | 41.72 |" in ablation.table_markdown(recs, "nef", "inception")
     assert "| 10 |" not in ablation.table_markdown(recs, "nef")  # the classifier table does not mix it in
+
+
+def test_titles_pair_each_setting_with_its_table_in_the_paper():
+    from jebm_lite.experiments import ablation
+
+    # Tab. 4 varies the prior Langevin steps k, Tab. 5 the EBM width nef (paper Sec. 5.5)
+    assert ablation.TITLES["steps"].startswith("Tab. 4") and "steps" in ablation.TITLES["steps"]
+    assert ablation.TITLES["nef"].startswith("Tab. 5") and "width" in ablation.TITLES["nef"]
+    assert set(ablation.TITLES) == set(ablation.SETTINGS)

@@ -401,7 +401,8 @@ FORBIDDEN = re.compile(
 
 # Pages whose figures were drawn with jebm_lite.analysis.viz's column-width style (chapters join this list
 # when they are executed again with it); their smallest text must render at MIN_TEXT_PX or more.
-RESTYLED = ("notebooks/06_tab1_measured.html",)
+RESTYLED = ("notebooks/03_vlae.html", "notebooks/06_tab1_measured.html",
+            "notebooks/08_robustness.html", "notebooks/09_langevin_ablations.html")
 MIN_TEXT_PX = 9.0
 
 

@@ -174,8 +174,9 @@ def test_every_kit_is_intact_and_matches_its_record():
         assert rec.get("train_time_s") == k.meta["train_time_s"], f"{kit} is not from the run its record scored"
 
 
-def test_lane_ci_smoke_writes_records_in_the_rule_order(tmp_path, monkeypatch):
+def test_lane_ci_smoke_writes_records_in_the_rule_order(tmp_path, monkeypatch, shared_data):
     monkeypatch.setenv("JEBM_PROFILE", "ci")
+    monkeypatch.setenv("JEBM_DATA", str(shared_data))
     campaign.lane(tmp_path, tmp_path / "runs", "ci", only=[("B", 0)], retrain=False)
     got = sorted(p.name for p in (tmp_path / "results/tab1_ref_nonorm").glob("*.json"))
     assert got == ["mnist_joint_seed0_ci.json", "mnist_vlae_seed0_ci.json"]

@@ -20,7 +20,7 @@ def _cells(nb) -> list[tuple[str, str, list[str]]]:
 
 
 def test_every_chapter_has_a_source_and_no_source_is_orphaned():
-    assert len(CHAPTERS) == 10  # chapters 01-09 and the back-matter notebook 90_reproduction_notes
+    assert len(CHAPTERS) == 11  # chapters 01-10 and the back-matter notebook 90_reproduction_notes
     sources = sorted(p.stem for p in (NOTEBOOKS / "src").glob("*.md"))
     assert sources == [p.stem for p in CHAPTERS]
     assert not list(Path(__file__).resolve().parent.parent.glob("tools/make_ch*.py")), "generators are gone"
@@ -35,3 +35,18 @@ def test_pair_is_in_sync(path):
     assert len(a) == len(b), f"{path.name}: {len(a)} cells, its source {len(b)}; run jupytext --sync {path}"
     for i, (x, y) in enumerate(zip(a, b)):
         assert x == y, f"{path.name} cell {i} differs from its source; run jupytext --sync {path}"
+
+
+VISIBLE_LINE = 88  # characters of a code line that fit the content column (book.css sets the code font)
+HIDDEN = {"hide-cell", "remove-cell", "hide-input", "remove-input"}
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_visible_code_fits_the_column(path):
+    """A code line the reader sees is at most VISIBLE_LINE characters: no code block scrolls sideways."""
+    src = jupytext.read(NOTEBOOKS / "src" / f"{path.stem}.md")
+    long = [(i, line) for i, c in enumerate(src.cells) if c.cell_type == "code"
+            and not HIDDEN & set(c.metadata.get("tags", []))
+            for line in c.source.splitlines() if len(line) > VISIBLE_LINE]
+    assert not long, f"{path.name}: visible code lines over {VISIBLE_LINE} characters: " + "; ".join(
+        f"cell {i}: {line[:60]}..." for i, line in long[:5])

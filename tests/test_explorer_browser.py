@@ -22,6 +22,7 @@ import http.server
 import importlib.util
 import json
 import os
+import platform
 import shutil
 import statistics
 import threading
@@ -228,6 +229,25 @@ def test_explorer_runs_both_models_offline(chromium, base_url):
 
     print(f"chapter 5: panel ready {load_s:.2f} s after navigation; median update "
           + ", ".join(f"{k} {statistics.median(v):.1f} ms" for k, v in ms.items()))
+    record = os.environ.get("JEBM_EXPLORER_RECORD")  # the performance page's numbers: written on request
+    if record:
+        files = [HTML / urlsplit(u).path.lstrip("/") for u in set(w.requests)]
+        sizes = [f.stat().st_size for f in files if f.is_file()]
+        Path(record).write_text(json.dumps({
+            "page": "notebooks/05_toy012.html", "html_bytes": (HTML / "notebooks" / "05_toy012.html").stat().st_size,
+            "files_loaded": len(sizes), "bytes_loaded": sum(sizes), "panel_ready_s": round(load_s, 2),
+            "median_update_ms": {k: round(statistics.median(v), 2) for k, v in ms.items()},
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, headless Chromium, localhost",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=1) + "\n")
+        r = json.loads(Path(record).read_text())  # and the table the performance page includes
+        Path(record).with_suffix(".md").write_text(
+            "| measured | value |\n|---|---|\n"
+            f"| chapter 5's HTML | {r['html_bytes'] / 1024:.0f} KiB |\n"
+            f"| files loaded with the panel | {r['files_loaded']} ({r['bytes_loaded'] / 2**20:.1f} MiB) |\n"
+            f"| panel ready after opening the page | {r['panel_ready_s']:.1f} s |\n"
+            f"| one update (median), joint / VLAE | {r['median_update_ms']['joint']:.1f} / "
+            f"{r['median_update_ms']['vlae']:.1f} ms |\n"
+            f"| where, when | {r['machine']}, {r['date']} |\n")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         page.locator(".jebm-explorer").screenshot(path=str(Path(shots) / "explorer-1280.png"))

@@ -118,7 +118,8 @@ def show_grid(x: Tensor, nrow: int, title: str | None = None, ax: plt.Axes | Non
     """Show a grid of images on ``ax`` (or a new figure)."""
     grid = image_grid(x, nrow)
     if ax is None:
-        fig, ax = plt.subplots(figsize=figsize or (min(12, 0.5 * nrow + 1), min(12, 0.5 * grid.shape[0] / 29 + 1)))
+        w = min(COLUMN_WIDTH_IN, 0.5 * nrow + 1)
+        fig, ax = plt.subplots(figsize=figsize or (w, w * grid.shape[0] / grid.shape[1] + 0.4))
     else:
         fig = ax.figure
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
@@ -347,10 +348,13 @@ def show_sweep(ax: plt.Axes, images: Tensor, col_values: Sequence[float], row_va
     h, w = images.shape[-2:]
     pad = 1
     ax.set_xticks([pad + k * (w + pad) + (w - 1) / 2 for k in range(ncol)])
-    ax.set_xticklabels([tick(v) for v in col_values], fontsize=7)
+    every = max(1, int(np.ceil(ncol / 5)))  # at most five labels per axis: readable in a narrow panel
+    ax.set_xticklabels([tick(v) if k % every == 0 else "" for k, v in enumerate(col_values)], fontsize=MIN_FONT_PT)
     if row_values is not None:
         ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(len(row_values))])
-        ax.set_yticklabels([tick(v) for v in row_values], fontsize=7)
+        every = max(1, int(np.ceil(len(row_values) / 5)))
+        ax.set_yticklabels([tick(v) if k % every == 0 else "" for k, v in enumerate(row_values)],
+                           fontsize=MIN_FONT_PT)
     else:
         ax.set_yticks([])
     ax.grid(False)
@@ -359,7 +363,7 @@ def show_sweep(ax: plt.Axes, images: Tensor, col_values: Sequence[float], row_va
         cols = list(label_colors) if label_colors is not None else class_palette(int(labels.max()) + 1)
         for i, lab in enumerate(labels.tolist()):
             r, k = divmod(i, ncol)
-            ax.text(pad + k * (w + pad) + 1, pad + r * (h + pad) + 1, str(lab), color=cols[lab], fontsize=6,
+            ax.text(pad + k * (w + pad) + 1, pad + r * (h + pad) + 1, str(lab), color=cols[lab], fontsize=MIN_FONT_PT,
                     ha="left", va="top", fontweight="bold")
     if xlabel:
         ax.set_xlabel(xlabel)
@@ -384,9 +388,10 @@ def show_panels(panels: dict[str, Tensor], nrow: int, suptitle: str | None = Non
             ``hierarchy.resample_grid`` returns them).
         nrow: images per row of every grid.
         suptitle: the figure title.
-        panel_width: inches per panel.
+        panel_width: inches per panel, at most the column width divided by the number of panels.
     """
     n = len(panels)
+    panel_width = min(panel_width, COLUMN_WIDTH_IN / n)
     if axes is None:
         first = next(iter(panels.values()))
         rows = int(np.ceil(first.shape[0] / nrow))
@@ -417,6 +422,7 @@ def show_panel_rows(rows: dict[str, dict[str, Tensor]], nrow: int, suptitle: str
     first = next(iter(next(iter(rows.values())).values()))
     img_rows = int(np.ceil(first.shape[0] / nrow))
     h, w = first.shape[-2:]
+    panel_width = min(panel_width, COLUMN_WIDTH_IN / n_cols)  # the whole figure fits the column
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
                              figsize=(panel_width * n_cols, n_rows * (panel_width * img_rows * h / (nrow * w) + 0.45)))
     for r, (row_title, panels) in enumerate(rows.items()):
@@ -427,7 +433,7 @@ def show_panel_rows(rows: dict[str, dict[str, Tensor]], nrow: int, suptitle: str
                 continue
             col_title, x = list(panels.items())[c]
             show_grid(x, nrow, title=f"{row_title}: {col_title}", ax=ax)
-            ax.title.set_fontsize(10)
+            ax.title.set_fontsize(9)
             if mark_first_column:
                 ax.axvline(w + 1, color=ACCENT_COLOR, linewidth=1.5)
     if suptitle:

@@ -53,6 +53,8 @@ METRICS = ("classifier", "inception")
 VALUE_KEY = {"classifier": "classifier_fd", "inception": "inception_fid"}
 SETTINGS = ("nef", "steps")
 """``nef``: ``ebm.nef`` (Tab. 5); ``steps``: ``prior_langevin.steps`` in training and sampling (Tab. 4)."""
+TITLES = {"nef": "Tab. 5, EBM width nef", "steps": "Tab. 4, prior Langevin steps k"}
+"""Each setting's table in the paper: the one place that pairs them (chapters and commands read it)."""
 PAPER: dict[str, dict[int, float]] = {
     "steps": {15: 56.42, 30: 39.89, 60: 32.15, 150: 31.20, 300: 30.78},
     "nef": {0: 43.95, 10: 41.72, 20: 33.10, 50: 30.42, 100: 24.16},

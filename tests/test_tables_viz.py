@@ -1,0 +1,53 @@
+"""The book's display helpers: result tables a reader can read, figures that fit the column."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from jebm_lite.analysis import viz  # noqa: E402
+from jebm_lite.experiments.tables import display_frame  # noqa: E402
+
+
+def test_display_frame_names_rows_formats_numbers_and_lifts_constants():
+    rows = [{"arm": "A", "prior": "joint", "n": 12000, "d": 3.456, "dev": "cpu", "x": None},
+            {"arm": "A", "prior": "vlae", "n": 3, "d": -1.0, "dev": "cpu", "x": 0.5}]
+    table, note = display_frame(rows, {"arm": "arm", "prior": "prior", "n": "pairs", "d": ("mean d", "+.1f"),
+                                       "dev": "device", "x": ("x", ".2f")}, ["arm", "prior"])
+    df = table.data
+    assert list(df.columns) == ["arm", "prior", "pairs", "mean d", "x"]  # keys first, constant column lifted
+    assert note == "device: cpu"
+    assert df["arm"].tolist() == ["A", ""]  # a repeated group key is blank, as in a printed table
+    assert df["pairs"].tolist() == ["12,000", "3"] and df["mean d"].tolist() == ["+3.5", "-1.0"]
+    assert df["x"].tolist() == ["–", "0.50"]  # missing values are a dash
+    html = table.to_html()
+    assert "jebm-table" in html and "<th" in html
+    assert ">0<" not in html.replace(" ", "")  # no pandas row numbers
+
+
+def test_readability_problems_catch_wide_figures_and_small_text():
+    fig, ax = plt.subplots(figsize=(viz.COLUMN_WIDTH_IN, 3))
+    ax.set_title("fine", fontsize=10)
+    assert viz.readability_problems(fig) == []
+    ax.text(0.5, 0.5, "tiny", fontsize=6)
+    assert any("6.0 pt" in p for p in viz.readability_problems(fig))
+    wide, _ = plt.subplots(figsize=(11, 3))
+    assert any("11.0 in" in p for p in viz.readability_problems(wide))
+    plt.close("all")
+
+
+def test_paired_differences_plot_draws_dots_interval_and_paper():
+    viz.set_style()
+    fig, ax = plt.subplots(figsize=(viz.COLUMN_WIDTH_IN, 3))
+    viz.plot_paired_differences(ax, [{"label": "A", "diffs": [1.0, 2.0, 6.0], "low": -1.0, "high": 7.0,
+                                      "paper": 15.6},
+                                     {"label": "B", "diffs": [], "low": None, "high": None, "paper": None}])
+    dots = [c for c in ax.collections if len(c.get_offsets()) == 3]
+    assert dots, "one dot per pair"
+    stars = [c for c in ax.collections if len(c.get_offsets()) == 1 and c.get_offsets()[0][1] == 15.6]
+    assert stars, "the paper's value"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
+    assert viz.readability_problems(fig) == []
+    plt.close("all")
