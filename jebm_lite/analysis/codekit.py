@@ -12,7 +12,6 @@ Files: ``<name>.pt`` (a dict of tensors, loaded with ``weights_only=True``: no c
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from jebm_lite.io import atomic_write, read_json, safe_torch_load, write_json_atomic
+from jebm_lite.io import atomic_write, read_json, safe_torch_load, sha256_file, write_json_atomic
 from jebm_lite.runtime import CheckpointError
 
 KIT_FORMAT = "jebm_lite.codekit/1"
@@ -81,11 +80,7 @@ def extract_kit(learner, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tenso
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def kit_paths(path: str | Path) -> tuple[Path, Path]:

@@ -27,7 +27,6 @@ no longer fit the manifest or the manifest no longer fits the presets (a stale e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import re
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 
 from jebm_lite.config import get_config, to_dict
 from jebm_lite.data import as_tensors, get_dataset
-from jebm_lite.io import atomic_write
+from jebm_lite.io import atomic_write, sha256_file
 from jebm_lite.models.ebm import EnergyMLP, JointEBMPrior
 from jebm_lite.runtime import ConfigError
 from jebm_lite.training.load import default_run_dir, run_experiment
@@ -189,12 +188,8 @@ def export_graph(module: nn.Module, d: int, path: str | Path, output_names: Sequ
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, as hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The SHA-256 of a file, as hex (:func:`jebm_lite.io.sha256_file`)."""
+    return sha256_file(path)
 
 
 # ------------------------------------------------------------------------------------------------

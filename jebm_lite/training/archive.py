@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jebm_lite.io import check_sha256, read_json, sha256_sidecar, write_json_atomic
+from jebm_lite.io import check_sha256, read_json, sha256_file, sha256_sidecar, write_json_atomic
 from jebm_lite.runtime import CheckpointError, ConfigError
 from jebm_lite.training.rundir import RunDir
 
@@ -42,11 +42,8 @@ def runs_url(base_url: str | None = None) -> str | None:
 
 
 def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The sha256 (hex) of a file (:func:`jebm_lite.io.sha256_file`)."""
+    return sha256_file(path)
 
 
 def pack(run_dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
