@@ -22,6 +22,14 @@ VERDICT_WORDS = {"holds": "reproduced", "reversed": "reversed", "not shown": "no
 """A paired test's outcome as the table's verdict."""
 
 
+def _verdict(rep: dict[str, Any]) -> str:
+    """An arm's verdict words; "not shown" adds when the interval also excludes the paper's difference."""
+    words = VERDICT_WORDS[rep["outcome"]]
+    if rep["outcome"] == "not shown" and rep.get("excludes_paper"):
+        words += "; the paper's size is outside the interval"
+    return words
+
+
 def _ci(rep: dict[str, Any]) -> str:
     if rep["diff"] is None:
         return "no pair yet"
@@ -38,12 +46,12 @@ def glance_rows(root: str | Path = ".") -> list[dict[str, str]]:
     rows = [
         {"claim": "MNIST: the joint prior's top layer predicts the class better than VLAE's (Tab. 1)",
          "paper": "+15.6 points (one run)", "this book": _ci(reps["A"]),
-         "verdict": VERDICT_WORDS[reps["A"]["outcome"]], "chapter": "6"},
+         "verdict": _verdict(reps["A"]), "chapter": "6"},
         {"claim": "MNIST without normalisation, where VLAE's hierarchy can be mixed: the joint prior repairs it",
          "paper": "VLAE z2 57.9 % > z3 52.1 %", "this book": _ci(reps["B"]),
-         "verdict": VERDICT_WORDS[reps["B"]["outcome"]], "chapter": "6"},
+         "verdict": _verdict(reps["B"]), "chapter": "6"},
         {"claim": "Fashion-MNIST: the same comparison (Tab. 1)", "paper": "+1.0 points (one run)",
-         "this book": _ci(reps["C"]), "verdict": VERDICT_WORDS[reps["C"]["outcome"]], "chapter": "6"},
+         "this book": _ci(reps["C"]), "verdict": _verdict(reps["C"]), "chapter": "6"},
     ]
     recs = fig4.load_results(root / "results" / "fig4_ref", profile="cpu")
     if recs:
