@@ -51,3 +51,23 @@ def test_paired_differences_plot_draws_dots_interval_and_paper():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
     assert viz.readability_problems(fig) == []
     plt.close("all")
+
+
+def test_frame_table_formats_numbers_names_rows_and_passes_text():
+    import pandas as pd
+
+    from jebm_lite.experiments.tables import frame_table
+
+    df = pd.DataFrame({"kl_nats": [1.23456, 70000.0], "note": ["a", "b"], "units": [2, 3000]},
+                      index=pd.Index(["z_1", "z_2"], name="layer"))
+    data = frame_table(df, fmt={"kl_nats": ".2f"}).data
+    assert list(data.columns) == ["layer", "kl nats", "note", "units"]
+    assert data["kl nats"].tolist() == ["1.23", "70000.00"] and data["note"].tolist() == ["a", "b"]
+    assert data["units"].tolist() == ["2", "3,000"]  # integers stay integers
+    # one format for all, a Series, headers, an index header
+    s = pd.Series({"real": 0.98765, "samples": 0.5}, name="confidence")
+    data = frame_table(s, ".3f", headers={"confidence": "mean confidence"}, index="images").data
+    assert data.to_dict("list") == {"images": ["real", "samples"], "mean confidence": ["0.988", "0.500"]}
+    # a MultiIndex row is named by its parts
+    df2 = df.set_index("note", append=True)
+    assert frame_table(df2).data.iloc[:, 0].tolist() == ["z_1, a", "z_2, b"]

@@ -80,3 +80,31 @@ def display_frame(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str |
               .set_properties(subset=key_cols, **{"font-weight": "bold", "text-align": "left"})
               .set_table_attributes('class="jebm-table"'))
     return styler, "; ".join(notes)
+
+
+def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | None = None,
+                headers: Mapping[str, str] | None = None, index: str | None = None,
+                lift_constants: bool = False) -> Any:
+    """A pandas frame whose index names its rows, shown as :func:`display_frame` shows records.
+
+    ``fmt``: one format spec for every float, or one per column (integers stay integers, text passes through);
+    ``headers``: column -> header (default: the column name with ``_`` as spaces); ``index``: the header of
+    the row names (default: the index's name). A Series is one column. Returns the ``Styler``.
+    """
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame()
+    row_key = "\x00row"
+    rows = [{row_key: ", ".join(map(str, i)) if isinstance(i, tuple) else str(i), **r}
+            for i, r in zip(frame.index, frame.to_dict("records"))]
+
+    def number_format(spec: str | None) -> Format | None:
+        if spec is None:
+            return None
+        return lambda v: format(v, spec) if isinstance(v, float) and not math.isnan(v) else _cell(v, None)
+
+    columns: dict[str, str | tuple[str, Format | None]] = {
+        row_key: index if index is not None else (" / ".join(n for n in frame.index.names if n) or "")}
+    for c in frame.columns:
+        spec = fmt.get(c) if isinstance(fmt, Mapping) else fmt
+        columns[c] = ((headers or {}).get(c, str(c).replace("_", " ")), number_format(spec))
+    return display_frame(rows, columns, row_key, lift_constants=lift_constants)[0]
