@@ -4,6 +4,7 @@ cell by cell; ``jupytext --sync notebooks/NN_name.ipynb`` brings them together a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -50,3 +51,20 @@ def test_visible_code_fits_the_column(path):
             for line in c.source.splitlines() if len(line) > VISIBLE_LINE]
     assert not long, f"{path.name}: visible code lines over {VISIBLE_LINE} characters: " + "; ".join(
         f"cell {i}: {line[:60]}..." for i, line in long[:5])
+
+
+FIGSIZE = re.compile(r"figsize=\((\d+(?:\.\d+)?)\s*,")
+FONTSIZE = re.compile(r"fontsize=(\d+(?:\.\d+)?)\b")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_figures_use_the_column_style(path):
+    """No chapter draws a figure wider than the column or text smaller than the style's smallest font
+    (``viz.COLUMN_WIDTH_IN``, ``viz.MIN_FONT_PT``); literal sizes are what this can see, the browser test
+    measures the rendered images."""
+    from jebm_lite.analysis.viz import COLUMN_WIDTH_IN, MIN_FONT_PT
+
+    text = (NOTEBOOKS / "src" / f"{path.stem}.md").read_text()
+    wide = [m.group(0) for m in FIGSIZE.finditer(text) if float(m.group(1)) > COLUMN_WIDTH_IN]
+    small = [m.group(0) for m in FONTSIZE.finditer(text) if float(m.group(1)) < MIN_FONT_PT]
+    assert not wide and not small, f"{path.name}: {wide + small} (use viz.COLUMN_WIDTH_IN; fonts >= {MIN_FONT_PT})"

@@ -68,6 +68,9 @@ def test_frame_table_formats_numbers_names_rows_and_passes_text():
     s = pd.Series({"real": 0.98765, "samples": 0.5}, name="confidence")
     data = frame_table(s, ".3f", headers={"confidence": "mean confidence"}, index="images").data
     assert data.to_dict("list") == {"images": ["real", "samples"], "mean confidence": ["0.988", "0.500"]}
-    # a MultiIndex row is named by its parts
-    df2 = df.set_index("note", append=True)
-    assert frame_table(df2).data.iloc[:, 0].tolist() == ["z_1, a", "z_2, b"]
+    # a MultiIndex: one column per level, a repeated key left blank; pivot-table columns joined
+    df2 = pd.DataFrame({"model": ["m", "m"], "layer": ["z1", "z2"], "v": [1.0, 2.0]}).set_index(["model", "layer"])
+    data = frame_table(df2, ".1f").data
+    assert data.to_dict("list") == {"model": ["m", ""], "layer": ["z1", "z2"], "v": ["1.0", "2.0"]}
+    piv = df2.reset_index().pivot_table(index="layer", columns="model", values=["v"])
+    assert list(frame_table(piv).data.columns) == ["layer", "v, m"]

@@ -89,12 +89,16 @@ def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | 
 
     ``fmt``: one format spec for every float, or one per column (integers stay integers, text passes through);
     ``headers``: column -> header (default: the column name with ``_`` as spaces); ``index``: the header of
-    the row names (default: the index's name). A Series is one column. Returns the ``Styler``.
+    the row names (default: the index's name; of the last level for a MultiIndex, whose levels become
+    columns, a repeated value left blank). A Series is one column; MultiIndex columns are joined with
+    ", ". Returns the ``Styler``.
     """
     if isinstance(frame, pd.Series):
         frame = frame.to_frame()
-    row_key = "\x00row"
-    rows = [{row_key: ", ".join(map(str, i)) if isinstance(i, tuple) else str(i), **r}
+    if isinstance(frame.columns, pd.MultiIndex):  # e.g. a pivot table: "value, column"
+        frame = frame.set_axis([", ".join(map(str, c)) for c in frame.columns], axis=1)
+    levels = [f"\x00row{k}" for k in range(frame.index.nlevels)]
+    rows = [{**dict(zip(levels, i if isinstance(i, tuple) else (i,))), **r}
             for i, r in zip(frame.index, frame.to_dict("records"))]
 
     def number_format(spec: str | None) -> Format | None:
@@ -102,9 +106,11 @@ def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | 
             return None
         return lambda v: format(v, spec) if isinstance(v, float) and not math.isnan(v) else _cell(v, None)
 
-    columns: dict[str, str | tuple[str, Format | None]] = {
-        row_key: index if index is not None else (" / ".join(n for n in frame.index.names if n) or "")}
+    names = [str(n) if n is not None else "" for n in frame.index.names]
+    if index is not None:
+        names[-1] = index
+    columns: dict[str, str | tuple[str, Format | None]] = dict(zip(levels, names))
     for c in frame.columns:
         spec = fmt.get(c) if isinstance(fmt, Mapping) else fmt
         columns[c] = ((headers or {}).get(c, str(c).replace("_", " ")), number_format(spec))
-    return display_frame(rows, columns, row_key, lift_constants=lift_constants)[0]
+    return display_frame(rows, columns, levels, lift_constants=lift_constants)[0]
