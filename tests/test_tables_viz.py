@@ -64,6 +64,8 @@ def test_frame_table_formats_numbers_names_rows_and_passes_text():
     assert list(data.columns) == ["layer", "kl nats", "note", "units"]
     assert data["kl nats"].tolist() == ["1.23", "70000.00"] and data["note"].tolist() == ["a", "b"]
     assert data["units"].tolist() == ["2", "3,000"]  # integers stay integers
+    assert list(frame_table(pd.DataFrame({"a_t": [1.0], "z_path_resid": [2.0]})).data.columns)[1:] == [
+        "a_t", "z path resid"]  # symbols keep their underscore
     # one format for all, a Series, headers, an index header
     s = pd.Series({"real": 0.98765, "samples": 0.5}, name="confidence")
     data = frame_table(s, ".3f", headers={"confidence": "mean confidence"}, index="images").data

@@ -82,13 +82,20 @@ def display_frame(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str |
     return styler, "; ".join(notes)
 
 
+def _human(name: str) -> str:
+    """``pixel_var_frac`` -> ``pixel var frac``; a name ending in a one-character part (``z_1``, ``abar_t``)
+    is a symbol and stays as it is."""
+    parts = name.split("_")
+    return " ".join(parts) if len(parts) > 1 and len(parts[-1]) > 1 and parts[-1].isalpha() else name
+
+
 def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | None = None,
                 headers: Mapping[str, str] | None = None, index: str | None = None,
                 lift_constants: bool = False) -> Any:
     """A pandas frame whose index names its rows, shown as :func:`display_frame` shows records.
 
     ``fmt``: one format spec for every float, or one per column (integers stay integers, text passes through);
-    ``headers``: column -> header (default: the column name with ``_`` as spaces); ``index``: the header of
+    ``headers``: column -> header (default: a snake_case name with spaces); ``index``: the header of
     the row names (default: the index's name; of the last level for a MultiIndex, whose levels become
     columns, a repeated value left blank). A Series is one column; MultiIndex columns are joined with
     ", ". Returns the ``Styler``.
@@ -112,5 +119,5 @@ def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | 
     columns: dict[str, str | tuple[str, Format | None]] = dict(zip(levels, names))
     for c in frame.columns:
         spec = fmt.get(c) if isinstance(fmt, Mapping) else fmt
-        columns[c] = ((headers or {}).get(c, str(c).replace("_", " ")), number_format(spec))
+        columns[c] = ((headers or {}).get(c, _human(str(c))), number_format(spec))
     return display_frame(rows, columns, levels, lift_constants=lift_constants)[0]
