@@ -98,7 +98,8 @@ def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | 
     ``headers``: column -> header (default: a snake_case name with spaces); ``index``: the header of
     the row names (default: the index's name; of the last level for a MultiIndex, whose levels become
     columns, a repeated value left blank). A Series is one column; MultiIndex columns are joined with
-    ", ". Returns the ``Styler``.
+    ", ". With ``lift_constants``, columns with one value in every row become the table's caption
+    ("Every row: device: cpu ..."). Returns the ``Styler``.
     """
     if isinstance(frame, pd.Series):
         frame = frame.to_frame()
@@ -120,4 +121,5 @@ def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | 
     for c in frame.columns:
         spec = fmt.get(c) if isinstance(fmt, Mapping) else fmt
         columns[c] = ((headers or {}).get(c, _human(str(c))), number_format(spec))
-    return display_frame(rows, columns, levels, lift_constants=lift_constants)[0]
+    table, note = display_frame(rows, columns, levels, lift_constants=lift_constants)
+    return table.set_caption(f"Every row: {note}") if note else table
