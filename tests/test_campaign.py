@@ -137,6 +137,10 @@ def test_arm_report_paired_interval_and_exact_mcnemar():
     assert campaign.mcnemar_exact(5, 0) == pytest.approx(0.0625)
     assert campaign.mcnemar_exact(3, 3) == 1.0
     assert campaign.clean_hierarchy([30, 50, 60]) and not campaign.clean_hierarchy([30, 65, 60])
+    row = campaign.verdict_rows({"A": r})[0]
+    assert (row["pairs"], row["claim"], row["paper_in_ci"], row["clean"]) == (5, "holds", "no", "5 / 1 of 5")
+    one = campaign.arm_report(arm, recs[:2])  # one pair: no interval, so no answer about the paper's value
+    assert campaign.verdict_rows({"A": one})[0]["paper_in_ci"] is None
 
 
 def test_the_rule_is_written_before_every_campaign_record():

@@ -301,10 +301,12 @@ def layer_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def verdict_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per arm: ``{"arm", "pairs", "d" (mean paired top-layer difference), "ci" (text), "paper",
-    "claim", "clean" ("joint / VLAE" counts), "clean_joint", "clean_vlae", "p" (McNemar)}``."""
+    "claim", "paper_in_ci" ("yes" | "no" | None without an interval), "clean" ("joint / VLAE" counts),
+    "clean_joint", "clean_vlae", "p" (McNemar)}``."""
     return [{"arm": arm_label(ARMS[k]), "pairs": rep["n_pairs"], "d": rep["diff"],
              "ci": None if rep["ci_low"] is None else f"{rep['ci_low']:+.1f} to {rep['ci_high']:+.1f}",
              "paper": rep["paper_diff"], "claim": rep["outcome"],
+             "paper_in_ci": None if rep["excludes_paper"] is None else ("no" if rep["excludes_paper"] else "yes"),
              "clean": f"{rep['clean']['joint']} / {rep['clean']['vlae']} of {rep['n_pairs']}",
              "clean_joint": rep["clean"]["joint"], "clean_vlae": rep["clean"]["vlae"],
              "p": rep["mcnemar_p"] if rep["n_pairs"] else None} for k, rep in reports.items()]
