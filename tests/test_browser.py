@@ -348,6 +348,12 @@ async () => {
       .every(r => { const h = r.querySelector("th"); return !h || h.textContent.trim() === ""; });
   }).map(t => Array.from(t.querySelectorAll("thead th")).map(h => h.textContent.trim()).filter(Boolean)
     .slice(0, 4).join(" | ")).slice(0, 5);
+  // Tables not made by jebm_lite.experiments.tables (a pandas DataFrame's own HTML), and snake_case headers
+  // ("pixel_var_frac"): a reader's table has human headers and formatted numbers.
+  out.pandasTables = Array.from(document.querySelectorAll(".cell_output table"))
+    .filter(t => !t.classList.contains("jebm-table")).length;
+  out.snakeHeaders = Array.from(document.querySelectorAll(".cell_output table th"))
+    .map(h => h.textContent.trim()).filter(t => /^[a-z]{2,}(_[a-z]{2,})+$/.test(t)).slice(0, 5);
   // Table cells that read "NaN" (a value that does not apply is shown as a dash: .astype(object).fillna("–")).
   out.nanCells = Array.from(document.querySelectorAll(".cell_output table td"))
     .filter(td => ["NaN", "nan", "<NA>", "None"].includes(td.textContent.trim())).length;
@@ -399,10 +405,10 @@ FORBIDDEN = re.compile(
     r"\b(?:issue \d+|report §\s*\d*|reference report|report \d+\.\d+|this build|nbval|hre:\w+"
     r"|the preset's comment|while building the preset|the notes of issue)\b", re.IGNORECASE)
 
-# Pages whose figures were drawn with jebm_lite.analysis.viz's column-width style (chapters join this list
-# when they are executed again with it); their smallest text must render at MIN_TEXT_PX or more.
-RESTYLED = ("notebooks/03_vlae.html", "notebooks/06_tab1_measured.html",
-            "notebooks/08_robustness.html", "notebooks/09_langevin_ablations.html")
+# Pages executed with the book's style (chapters join this list when they are executed again with it): figures
+# from jebm_lite.analysis.viz's column-width style, whose smallest text renders at MIN_TEXT_PX or more, and
+# every table made by jebm_lite.experiments.tables.
+RESTYLED = ("notebooks/01_lebm.html", "notebooks/05_toy012.html", "notebooks/06_tab1_measured.html")
 MIN_TEXT_PX = 9.0
 
 
@@ -547,6 +553,9 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
             small = small_figure_text(url, info["outputImages"])
             if small:
                 problems.append(f"figure text below {MIN_TEXT_PX} CSS px: {small}")
+            if info["pandasTables"] or info["snakeHeaders"]:
+                problems.append(f"{info['pandasTables']} table(s) not made by experiments.tables (display_frame, "
+                                f"frame_table); snake_case headers: {info['snakeHeaders']}")
         if info["chtmlFonts"]:
             problems.append(f"MathJax fonts that did not load: {info['chtmlFonts']}")
         sidebar = {u.split("#")[0] for u in info["toc"] or []}
