@@ -132,6 +132,8 @@ def test_arm_report_paired_interval_and_exact_mcnemar():
     assert r["diff"] == pytest.approx(10.0)
     assert r["outcome"] == "holds" and r["ci_low"] > 0
     assert r["excludes_paper"] is True  # +15.6 lies above the interval
+    assert r["pi_low"] < r["ci_low"] and r["pi_high"] > r["ci_high"]  # one more pair: a wider interval
+    assert r["paper_in_pi"] is True  # a single pair of +15.6 is still a plausible draw
     assert r["clean"] == {"joint": 5, "vlae": 1} and r["discordant"] == (4, 0)
     assert r["mcnemar_p"] == pytest.approx(0.125)
     assert campaign.mcnemar_exact(5, 0) == pytest.approx(0.0625)

@@ -423,6 +423,9 @@ def test_t_interval_and_comparison_rows():
     half = 12.706204736174707 * 18.0 ** 0.5 / 2 ** 0.5
     assert (m, lo, hi) == (7.0, pytest.approx(7.0 - half), pytest.approx(7.0 + half))
     assert T.t_interval([3.0]) == (3.0, None, None)
+    plo, phi = T.t_prediction_interval([10.0, 4.0])  # one new value: wider by sqrt(n + 1) than the mean's
+    assert (plo, phi) == (pytest.approx(7.0 - half * 3 ** 0.5), pytest.approx(7.0 + half * 3 ** 0.5))
+    assert T.t_prediction_interval([3.0]) == (None, None)
     with pytest.raises(ValueError):
         T.t_interval([])
     recs = _pairs("mnist", [70.0, 72.0], [60.0, 62.0]) + [_record("fmnist", "joint", 0, [1.0, 2.0, 3.0])]

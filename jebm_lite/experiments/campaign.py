@@ -47,6 +47,7 @@ from jebm_lite.experiments.latent_table import (
     result_path,
     run_cell,
     t_interval,
+    t_prediction_interval,
 )
 from jebm_lite.io import read_json, write_json_atomic
 from jebm_lite.runtime import ConfigError, device_name, get_profile, git_commit
@@ -252,6 +253,7 @@ def arm_report(arm: Arm, records: Sequence[dict[str, Any]], level: float = 0.95)
     pj, pv = PAPER[(arm.dataset, "joint")], PAPER[(arm.dataset, "vlae")]
     paper_diff = pj[-1] - pv[-1]
     excl = None if lo is None else not (lo <= paper_diff <= hi)
+    pi_lo, pi_hi = t_prediction_interval(diffs, level)  # where one more pair (one run, as in the paper) falls
     n_layers = len(pairs[0]["joint"]) if pairs else 0
     layers = []
     for i in range(n_layers):
@@ -267,7 +269,8 @@ def arm_report(arm: Arm, records: Sequence[dict[str, Any]], level: float = 0.95)
     c = sum(not clean_hierarchy(p["joint"]) and clean_hierarchy(p["vlae"]) for p in pairs)
     return {"arm": arm.key, "name": arm.name, "dataset": arm.dataset, "pairs": pairs, "unpaired": unpaired,
             "layers": layers, "diff": m, "ci_low": lo, "ci_high": hi, "n_pairs": len(pairs), "level": level,
-            "paper_diff": paper_diff, "outcome": outcome, "excludes_paper": excl, "clean": clean,
+            "paper_diff": paper_diff, "outcome": outcome, "excludes_paper": excl, "pi_low": pi_lo, "pi_high": pi_hi,
+            "paper_in_pi": None if pi_lo is None else pi_lo <= paper_diff <= pi_hi, "clean": clean,
             "mixed": {me: len(pairs) - clean[me] for me in METHODS}, "discordant": (b, c),
             "mcnemar_p": mcnemar_exact(b, c)}
 
@@ -375,7 +378,8 @@ def load_studies(root: str | Path = ".") -> list[dict[str, Any]]:
 def ebm_rows(studies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The EBM measures of every joint model studied: ``{"model", "f_sd_prior", "fresh_sd", "f_gap", "move",
     "end", "active"}`` (see :func:`~jebm_lite.analysis.probe_study.ebm_activity`)."""
-    return [{"model": f"{s['arm']}, seed {s['seed']}" + (" (retrained)" if s.get("retrain") else ""),
+    names = {a.name: arm_label(a) for a in ARMS.values()}
+    return [{"model": f"{names.get(s['arm'], s['arm'])}, seed {s['seed']}" + (" (retrained)" if s.get("retrain") else ""),
              "f_sd_prior": s["ebm"]["trained"]["f_sd_prior"], "fresh_sd": s["ebm"]["fresh"]["f_sd_prior"],
              "f_gap": s["ebm"]["trained"]["f_gap"], "move": s["ebm"]["trained"]["move_rms"],
              "end": s["ebm"]["endpoint_rms"], "active": s["ebm"]["active"]} for s in studies if s.get("ebm")]

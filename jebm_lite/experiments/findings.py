@@ -26,7 +26,7 @@ def _verdict(rep: dict[str, Any]) -> str:
     """An arm's verdict words; "not shown" adds when the interval also excludes the paper's difference."""
     words = VERDICT_WORDS[rep["outcome"]]
     if rep["outcome"] == "not shown" and rep.get("excludes_paper"):
-        words += "; the paper's size is outside the interval"
+        words += "; an average effect of the paper's size is outside the interval"
     return words
 
 

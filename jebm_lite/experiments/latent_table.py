@@ -236,6 +236,20 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return m, m - half, m + half
 
 
+def t_prediction_interval(values: Sequence[float], level: float = 0.95) -> tuple[float | None, float | None]:
+    """``(low, high)``: where **one new** value (one more pair's difference) falls with probability ``level``,
+    ``mean ± t_{n-1} · s · sqrt(1 + 1/n)`` (None with fewer than 2 values). A single run, like one cell of a
+    paper's table, is to be compared with this interval, not with the mean's confidence interval."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return None, None
+    m = statistics.fmean(values)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) * (1 + 1 / n) ** 0.5
+    return m - half, m + half
+
+
 def interval_side(n: int, low: float | None, high: float | None) -> str:
     """Where a confidence interval of ``n`` paired differences lies: ``"untested"`` (fewer than 2),
     ``"above"`` / ``"below"`` 0 (excluding it), or ``"includes 0"``."""
