@@ -408,8 +408,9 @@ FORBIDDEN = re.compile(
 # Pages executed with the book's style (chapters join this list when they are executed again with it): figures
 # from jebm_lite.analysis.viz's column-width style, whose smallest text renders at MIN_TEXT_PX or more, and
 # every table made by jebm_lite.experiments.tables.
-RESTYLED = ("notebooks/01_lebm.html", "notebooks/02_conditional_hierarchy.html", "notebooks/05_toy012.html",
-            "notebooks/06_tab1_measured.html")
+RESTYLED = ("notebooks/01_lebm.html", "notebooks/02_conditional_hierarchy.html", "notebooks/03_vlae.html",
+            "notebooks/05_toy012.html", "notebooks/06_tab1_measured.html", "notebooks/08_robustness.html",
+            "notebooks/09_langevin_ablations.html", "notebooks/10_follow_ups.html")
 MIN_TEXT_PX = 9.0
 
 
