@@ -410,7 +410,8 @@ FORBIDDEN = re.compile(
 # every table made by jebm_lite.experiments.tables.
 RESTYLED = ("notebooks/01_lebm.html", "notebooks/02_conditional_hierarchy.html", "notebooks/03_vlae.html",
             "notebooks/05_toy012.html", "notebooks/06_tab1_measured.html", "notebooks/08_robustness.html",
-            "notebooks/09_langevin_ablations.html", "notebooks/10_follow_ups.html")
+            "notebooks/09_langevin_ablations.html", "notebooks/10_follow_ups.html",
+            "notebooks/90_reproduction_notes.html")
 MIN_TEXT_PX = 9.0
 
 
