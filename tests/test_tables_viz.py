@@ -73,8 +73,8 @@ def test_frame_table_formats_numbers_names_rows_and_passes_text():
     # a constant column is lifted into the caption, once
     df3 = pd.DataFrame({"v": [1.0, 2.0], "device": ["cpu", "cpu"]}, index=pd.Index(["a", "b"], name="run"))
     styled = frame_table(df3, ".1f", lift_constants=True)
-    assert list(styled.data.columns) == ["run", "v"] and styled.caption == "Every row: device: cpu"
-    assert "Every row: device: cpu" in styled.to_html()
+    assert list(styled.data.columns) == ["run", "v"] and styled.caption == "The same in all rows: device: cpu"
+    assert "The same in all rows: device: cpu" in styled.to_html()
     # a MultiIndex: one column per level, a repeated key left blank; pivot-table columns joined
     df2 = pd.DataFrame({"model": ["m", "m"], "layer": ["z1", "z2"], "v": [1.0, 2.0]}).set_index(["model", "layer"])
     data = frame_table(df2, ".1f").data

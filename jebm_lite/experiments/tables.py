@@ -37,7 +37,7 @@ def _cell(value: Any, fmt: Format | None) -> str:
         if isinstance(value, int):
             return f"{value:,}"
         if isinstance(value, float):
-            return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:.3g}"
+            return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
         return str(value)
     return fmt(value) if callable(fmt) else format(value, fmt)
 
@@ -49,7 +49,7 @@ def display_frame(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str |
 
     ``columns``: record key -> ``header`` or ``(header, format)``, in display order; the format is a format spec
     (``".1f"``, ``"+.1f"``, ``","``) or a function of the value; ``None`` formats integers with thousands
-    separators and floats with three significant digits. ``index``: the key (or keys) that name a row: they
+    separators and floats with three significant digits (from 1,000 on: whole numbers with separators). ``index``: the key (or keys) that name a row: they
     come first, in bold, and a value repeated from the row above is left blank. With ``lift_constants``, a
     column whose value is the same in every row (of two or more) is left out and returned as
     ``"header: value"`` in the note (say it once in the text or caption). Missing values show as a dash.
@@ -99,7 +99,7 @@ def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | 
     the row names (default: the index's name; of the last level for a MultiIndex, whose levels become
     columns, a repeated value left blank). A Series is one column; MultiIndex columns are joined with
     ", ". With ``lift_constants``, columns with one value in every row become the table's caption
-    ("Every row: device: cpu ..."). Returns the ``Styler``.
+    ("The same in all rows: device: cpu ..."). Returns the ``Styler``.
     """
     if isinstance(frame, pd.Series):
         frame = frame.to_frame()
@@ -122,4 +122,4 @@ def frame_table(frame: pd.DataFrame | pd.Series, fmt: str | Mapping[str, str] | 
         spec = fmt.get(c) if isinstance(fmt, Mapping) else fmt
         columns[c] = ((headers or {}).get(c, _human(str(c))), number_format(spec))
     table, note = display_frame(rows, columns, levels, lift_constants=lift_constants)
-    return table.set_caption(f"Every row: {note}") if note else table
+    return table.set_caption(f"The same in all rows: {note}") if note else table
