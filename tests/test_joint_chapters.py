@@ -428,6 +428,11 @@ def test_t_interval_and_comparison_rows():
     assert T.t_prediction_interval([3.0]) == (None, None)
     with pytest.raises(ValueError):
         T.t_interval([])
+    assert T.t_quantile(2) == pytest.approx(12.706204736174707)  # the multiplier used above
+    assert T.t_quantile(5) == pytest.approx(2.7764451051977987)
+    assert T.t_quantile(5, 0.99) > T.t_quantile(5) > T.t_quantile(30) > 1.96
+    with pytest.raises(ValueError, match="n >= 2"):
+        T.t_quantile(1)
     recs = _pairs("mnist", [70.0, 72.0], [60.0, 62.0]) + [_record("fmnist", "joint", 0, [1.0, 2.0, 3.0])]
     rows = T.comparison_rows(recs)
     assert [(r["dataset"], r["layer"]) for r in rows] == [("mnist", 1), ("mnist", 2), ("mnist", 3)]  # fmnist: no VLAE

@@ -221,18 +221,26 @@ def summarise(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
-    """``(mean, low, high)``: the mean of ``values`` and its two-sided Student-t confidence interval at ``level``
-    (``low``, ``high`` None with fewer than 2 values). Used for per-seed paired differences."""
+def t_quantile(n: int, level: float = 0.95) -> float:
+    """t_{n-1}: the two-sided ``level`` quantile of Student's t with ``n - 1`` degrees of freedom (the
+    multiplier of s / sqrt(n) in a confidence interval of ``n`` values; 2.776 for n = 5 at 95 %)."""
+    if n < 2:
+        raise ValueError(f"a t quantile needs n >= 2 values, not {n}")
     # imported on use: a heavy import (~0.6 s)
     from scipy import stats
 
+    return float(stats.t.ppf(0.5 + level / 2, n - 1))
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
+    """``(mean, low, high)``: the mean of ``values`` and its two-sided Student-t confidence interval at ``level``
+    (``low``, ``high`` None with fewer than 2 values). Used for per-seed paired differences."""
     if not values:
         raise ValueError("t_interval needs at least one value")
     m = statistics.fmean(values)
     if len(values) < 2:
         return m, None, None
-    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1)) * statistics.stdev(values) / len(values) ** 0.5
+    half = t_quantile(len(values), level) * statistics.stdev(values) / len(values) ** 0.5
     return m, m - half, m + half
 
 
@@ -240,14 +248,11 @@ def t_prediction_interval(values: Sequence[float], level: float = 0.95) -> tuple
     """``(low, high)``: where **one new** value (one more pair's difference) falls with probability ``level``,
     ``mean ± t_{n-1} · s · sqrt(1 + 1/n)`` (None with fewer than 2 values). A single run, like one cell of a
     paper's table, is to be compared with this interval, not with the mean's confidence interval."""
-    # imported on use: a heavy import (~0.6 s)
-    from scipy import stats
-
     n = len(values)
     if n < 2:
         return None, None
     m = statistics.fmean(values)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(values) * (1 + 1 / n) ** 0.5
+    half = t_quantile(n, level) * statistics.stdev(values) * (1 + 1 / n) ** 0.5
     return m - half, m + half
 
 
