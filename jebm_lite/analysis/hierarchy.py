@@ -273,6 +273,14 @@ def learner_image_shape(learner: nn.Module) -> tuple[int, int, int]:
     return tuple(_layered(learner).image_shape)
 
 
+STAT_HEADERS: dict[str, str] = {
+    "pixel_var": "pixel variance",
+    "pixel_var_frac": "share of the variance of all",
+    "class_change": "share of redraws that change the digit",
+}
+"""Reader's column names for the keys of :func:`resample_stats` (for ``tables.frame_table``)."""
+
+
 @torch.no_grad()
 def resample_stats(
     learner: nn.Module,
