@@ -29,6 +29,7 @@ import torch
 
 import jebm_lite as jl
 from jebm_lite.analysis import export as ex
+from jebm_lite.io import sha256_file
 from jebm_lite.models.ebm import EnergyMLP, JointEBMPrior
 from jebm_lite.runtime import ConfigError
 from jebm_lite.training.learners import build_learner
@@ -115,12 +116,12 @@ def test_export_writes_graphs_and_a_manifest(tiny_export):
         assert m["overrides"] == ["train.max_steps=2", "train.ckpt_every=2"]
         assert m["config"] == jl.config.to_dict(cfg)
         assert m["run"]["checkpoint"] == "step_00000002.pt" and m["run"]["path"] == f"runs/{cfg.name}-ci"
-        assert m["run"]["checkpoint_sha256"] == ex.file_sha256(sources[name].run.latest_checkpoint())
+        assert m["run"]["checkpoint_sha256"] == sha256_file(sources[name].run.latest_checkpoint())
         assert m["prior_langevin"] == {"steps": cfg.prior_langevin.steps, "step_size": cfg.prior_langevin.step_size,
                                        "noise": cfg.prior_langevin.noise, "exact_gaussian": name == "vlae"}
         for g in m["graphs"].values():
             if g is not None:
-                assert ex.file_sha256(out / g["file"]) == g["sha256"] and (out / g["file"]).stat().st_size == g["bytes"]
+                assert sha256_file(out / g["file"]) == g["sha256"] and (out / g["file"]).stat().st_size == g["bytes"]
         assert np.asarray(m["reference"]["image"]).shape == (len(ex.REFERENCE_CODES), 1, 28, 28)
         assert len(m["codes"]["z"]) == 30 and m["codes"]["labels"][:4] == [0, 1, 2, 0]
     assert manifest["total_bytes"] == sum(p.stat().st_size for p in out.glob("*.onnx")) < ex.MAX_BYTES

@@ -79,10 +79,6 @@ def extract_kit(learner, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tenso
                    test[1].long().cpu(), ebm, dict(meta or {}))
 
 
-def _sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
 def kit_paths(path: str | Path) -> tuple[Path, Path]:
     """``(<name>.pt, <name>.json)`` for ``<name>`` with or without a suffix."""
     p = Path(path)
@@ -99,7 +95,7 @@ def save_kit(kit: CodeKit, path: str | Path) -> Path:
     if kit.ebm is not None:
         blob.update({f"ebm.{k}": v for k, v in kit.ebm.items()})
     atomic_write(pt, lambda f: torch.save(blob, f), mode="wb")
-    write_json_atomic(js, {"format": KIT_FORMAT, "sha256": _sha256(pt), "bytes": pt.stat().st_size,
+    write_json_atomic(js, {"format": KIT_FORMAT, "sha256": sha256_file(pt), "bytes": pt.stat().st_size,
                            "z_dims": list(kit.z_dims), **kit.meta})
     return pt
 
@@ -116,7 +112,7 @@ def load_kit(path: str | Path) -> CodeKit:
     meta = read_json(js)
     if meta.get("format") != KIT_FORMAT:
         raise CheckpointError(f"{js} is not a code kit ({KIT_FORMAT})")
-    if _sha256(pt) != meta.get("sha256"):
+    if sha256_file(pt) != meta.get("sha256"):
         raise CheckpointError(f"code kit {pt} does not match the sha256 in {js.name} (corrupt or changed); "
                               "restore it with git or write it again from its run")
     blob = safe_torch_load(pt, "code kit", "restore it with git or write it again from its run")

@@ -60,7 +60,6 @@ __all__ = [
     "pad_lims",
     "export_models",
     "export_toy012",
-    "file_sha256",
     "manifest_problems",
     "run_graphs",
     "compare_with_pytorch",
@@ -187,11 +186,6 @@ def export_graph(module: nn.Module, d: int, path: str | Path, output_names: Sequ
     return path
 
 
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, as hex (:func:`jebm_lite.io.sha256_file`)."""
-    return sha256_file(path)
-
-
 # ------------------------------------------------------------------------------------------------
 # Running the graphs (onnxruntime) and comparing them with PyTorch
 # ------------------------------------------------------------------------------------------------
@@ -284,7 +278,7 @@ def _run_record(run: RunDir, root: Path | None) -> dict[str, Any]:
     except ValueError:
         shown = path.name
     result = run.read_result() if run.is_finished() else {}
-    return {"path": shown, "name": path.name, "checkpoint": ckpt.name, "checkpoint_sha256": file_sha256(ckpt),
+    return {"path": shown, "name": path.name, "checkpoint": ckpt.name, "checkpoint_sha256": sha256_file(ckpt),
             "steps": result.get("steps"), "finished": run.is_finished()}
 
 
@@ -326,7 +320,7 @@ def export_models(sources: Mapping[str, ExportSource], out_dir: str | Path, opse
             path = export_graph(module, d, out / f"{name}_{kind}.onnx", outputs, opset)
             size = path.stat().st_size
             total += size
-            graphs[kind] = {"file": path.name, "sha256": file_sha256(path), "bytes": size,
+            graphs[kind] = {"file": path.name, "sha256": sha256_file(path), "bytes": size,
                             "input": {"z": ["batch", d]}, "outputs": list(outputs)}
         graphs.setdefault("prior", None)
         z_ref = torch.tensor([list(map(float, c)) for c in reference_codes], dtype=torch.float32)
@@ -393,7 +387,7 @@ def manifest_problems(folder: str | Path, runs_root: str | Path | None = None) -
                 problems.append(f"{name}/{kind}: {path} is missing")
                 continue
             total += path.stat().st_size
-            if file_sha256(path) != g["sha256"]:
+            if sha256_file(path) != g["sha256"]:
                 problems.append(f"{name}/{kind}: {path.name} does not have the sha256 of the manifest")
             opsets = {o.version for o in onnx.load(str(path), load_external_data=False).opset_import
                       if o.domain in ("", "ai.onnx")}
@@ -412,7 +406,7 @@ def manifest_problems(folder: str | Path, runs_root: str | Path | None = None) -
             run = RunDir(Path(runs_root) / m["run"]["name"])
             ckpt = run.latest_checkpoint()
             if ckpt is not None and (ckpt.name != m["run"]["checkpoint"]
-                                     or file_sha256(ckpt) != m["run"]["checkpoint_sha256"]):
+                                     or sha256_file(ckpt) != m["run"]["checkpoint_sha256"]):
                 problems.append(f"{name}: the run {run.path} now ends in another checkpoint than the exported "
                                 f"{m['run']['checkpoint']}: export again")
     if total > MAX_BYTES:
