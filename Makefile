@@ -23,12 +23,13 @@ export JEBM_DATA
 
 NBVAL_ARGS := --nbval-lax --nbval-current-env -p no:cacheprovider -n 2 --dist loadfile --nbval-cell-timeout=300
 
-.PHONY: help venv test lint unit notebooks book mathjax browser chromium clean gpu-check
+.PHONY: help venv test lint unit notebooks chapter book mathjax browser chromium clean gpu-check
 
 help:
 	@echo "make book   build the book into _build/html (installs .venv first if needed)"
 	@echo "make test   ruff, unit tests, notebooks in the ci profile (installs .venv first if needed)"
 	@echo "make browser  open every page of the built book in headless Chromium (after make book)"
+	@echo "make chapter NB=04  execute one chapter in the cpu profile and store its outputs"
 	@echo "make venv   only the install step"
 	@echo "make gpu-check  CUDA tests, CUDA benchmarks and two short full runs (on a GPU machine)"
 	@echo "make clean  remove _build"
@@ -59,6 +60,12 @@ notebooks: venv
 	@rc=0; OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 JEBM_PROFILE=ci TQDM_DISABLE=1 $(VPY) -m pytest $(NBVAL_ARGS) notebooks/ || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no notebooks collected under notebooks/: nothing to run"; rc=0; fi; \
 	exit $$rc
+
+# Execute one chapter for storing (cpu profile; tools/execute_chapter.py: no widget state, glue diff).
+NB ?=
+chapter: venv
+	@if [ -z "$(NB)" ]; then echo "give the chapter: make chapter NB=04"; exit 2; fi
+	OMP_NUM_THREADS=1 $(VPY) tools/execute_chapter.py $(NB)
 
 # All three stages run even if one fails (so one run reports everything); the exit status is
 # non-zero if any failed. Each stage prints its wall time.
