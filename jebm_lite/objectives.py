@@ -114,28 +114,34 @@ def joint_inference_loss(
     sigma: float,
     prior_weight: float = 1.0,
 ) -> tuple[Tensor, dict]:
-    """Generator + inference objective of the joint model, paper Eqs. 11-12 (Sec. 3.4: -ELBO + log Z).
+    """Generator + inference objective of the joint model, paper Eqs. 11-12 (Sec. 3.4:
+    -ELBO + log Z).
 
     ``loss = mean_b [ ||x - g(z)||^2 / (2 sigma^2) + sum_i KL_i - f([z_1..z_L]) ]`` with
-    ``z_i ~ q(z_i | x)`` reparameterised and KL_i the single-sample estimate
-    log q(z_i|x) - log N(z_i; 0, I) (:func:`kl_mc`). log Z(alpha) does not depend on the generator or
-    the inference net, so it is dropped.
+    ``z_i ~ q(z_i | x)`` reparameterised and KL_i the single-sample estimate log
+    q(z_i|x) - log N(z_i; 0, I) (:func:`kl_mc`). log Z(alpha) does not depend on the
+    generator or the inference net, so it is dropped.
 
     Args:
         x: data ``(B, ...)``; x_hat: g(z) ``(B, ...)``.
         zs, mus, logvars: per-layer lists (bottom to top) of ``(B, z_dims[i])``.
-        f_z: f(z) on the same z, ``(B,)``; the caller decides whether EBM parameters get gradients
-            (e.g. compute it with ``requires_grad`` off on the EBM). ``None`` means f = 0.
+        f_z: f(z) on the same z, ``(B,)``; the caller decides whether EBM parameters get
+            gradients (e.g. compute it with ``requires_grad`` off on the EBM). ``None``
+            means f = 0.
         sigma: likelihood standard deviation.
-        prior_weight: weight on the prior term ``sum_i KL_i - f`` (1 = the ELBO; below 1 during a KL
-            warm-up, :func:`kl_warmup_weight`).
+        prior_weight: weight on the prior term ``sum_i KL_i - f`` (1 = the ELBO; below 1
+            during a KL warm-up, :func:`kl_warmup_weight`).
 
     Returns:
-        ``(loss, parts)``: scalar loss with gradients, and detached parts ``rec`` (mean rec. NLL),
-        ``kl`` (list of per-layer mean KLs), ``f_post`` (mean f(z_q)), ``loss``.
+        ``(loss, parts)``: scalar loss with gradients, and detached parts ``rec`` (mean
+        rec. NLL), ``kl`` (list of per-layer mean KLs), ``f_post`` (mean f(z_q)),
+        ``loss``.
     """
     if not (len(zs) == len(mus) == len(logvars)):
-        raise ValueError(f"zs, mus and logvars must have one entry per layer ({len(zs)}, {len(mus)}, {len(logvars)})")
+        raise ValueError(
+            "zs, mus and logvars must have one entry per layer "
+            f"({len(zs)}, {len(mus)}, {len(logvars)})"
+        )
     rec = reconstruction_nll(x, x_hat, sigma)
     kls = [kl_mc(z, m, lv) for z, m, lv in zip(zs, mus, logvars)]
     prior_term = torch.stack(kls, dim=0).sum(dim=0)
@@ -145,7 +151,9 @@ def joint_inference_loss(
     parts = {
         "rec": rec.detach().mean(),
         "kl": [k.detach().mean() for k in kls],
-        "f_post": f_z.detach().mean() if f_z is not None else torch.zeros((), device=rec.device),
+        "f_post": (
+            torch.zeros((), device=rec.device) if f_z is None else f_z.detach().mean()
+        ),
         "loss": loss.detach(),
     }
     return loss, parts
@@ -181,10 +189,10 @@ def vlae_loss(
 ) -> tuple[Tensor, dict]:
     """Negative ELBO with the N(0, I) prior (VLAE baseline with a Gaussian likelihood).
 
-    Exactly :func:`joint_inference_loss` with f = 0, i.e. with the same single-sample Monte-Carlo KL,
-    so a joint-vs-VLAE comparison differs only by the EBM. Returns ``(loss, parts)`` with ``rec``,
-    ``kl`` (per-layer list) and ``loss`` (no ``f_post``).
-    """
+    Exactly :func:`joint_inference_loss` with f = 0, i.e. with the same single-sample
+    Monte-Carlo KL, so a joint-vs-VLAE comparison differs only by the EBM. Returns
+    ``(loss, parts)`` with ``rec``, ``kl`` (per-layer list) and ``loss`` (no
+    ``f_post``). """
     loss, parts = joint_inference_loss(x, x_hat, zs, mus, logvars, None, sigma)
     parts.pop("f_post")
     return loss, parts

@@ -121,10 +121,12 @@ def _run(
     record: bool,
     generator: torch.Generator | None,
 ) -> LangevinTrace:
-    """The ULA loop shared by every sampler. ``target(z) -> (log_prob (B,), f (B,) | None)``."""
+    """The ULA loop shared by every sampler. ``target(z) -> (log_prob (B,), f (B,) |
+    None)``."""
     s, half_s2 = _step_sizes(steps, step_size)
-    # inference_mode(False) + enable_grad: works under the caller's no_grad / inference_mode. The clone
-    # makes a normal (non-inference) tensor that owns its memory, so z0 itself is never modified.
+    # inference_mode(False) + enable_grad: works under the caller's no_grad /
+    # inference_mode. The clone makes a normal (non-inference) tensor that owns its
+    # memory, so z0 itself is never modified.
     with torch.inference_mode(False), torch.enable_grad():
         z = z0.detach().clone()
         grad_norms: list[Tensor] = []
@@ -371,14 +373,16 @@ def sample_prior(
 ) -> LangevinTrace:
     """Langevin sampling of the joint EBM prior, paper Eqs. 13-14.
 
-    Target ``log p_alpha(z) = f(z) - ||z||^2 / 2 + const``, so each step is
-    ``z <- z + (s^2/2) (grad f(z) - z) + s eps``. Chains start from N(0, I) (the short-run,
-    noise-initialised chains of the paper) unless ``z0`` is given (e.g. a persistent chain).
+    Target ``log p_alpha(z) = f(z) - ||z||^2 / 2 + const``, so each step is ``z <- z +
+    (s^2/2) (grad f(z) - z) + s eps``. Chains start from N(0, I) (the short-run,
+    noise-initialised chains of the paper) unless ``z0`` is given (e.g. a persistent
+    chain).
 
-    Without an EBM (``prior.energy is None``, a VLAE prior) the target is N(0, I) itself, so exact
-    samples are returned and no Langevin step is taken: ``trace.z`` holds fresh N(0, I) draws
-    (``z0``, if given, only fixes the number of samples and the device), ``grad_norm`` is empty and a
-    recorded chain has one state.
+    Without an EBM (``prior.energy is None``, a VLAE prior) the target is N(0, I)
+    itself, so exact
+    samples are returned and no Langevin step is taken: ``trace.z`` holds fresh N(0, I)
+    draws (``z0``, if given, only fixes the number of samples and the device),
+    ``grad_norm`` is empty and a recorded chain has one state.
 
     Args:
         prior: the joint prior.
@@ -387,20 +391,25 @@ def sample_prior(
         z0: optional initial states ``(B, d)``.
         record: keep the chain, log-density and f of every state.
         generator: torch RNG for the initial draws and the noise.
-        fast: gradients of an :class:`EnergyMLP` without autograd (same chain, see the module
-            docstring); ``None`` means :func:`fast_path_default` (``True``); ``False``: the plain path.
-        graph: on CUDA, replay the fast chain as one captured CUDA graph (:class:`CapturedChain`) when
-            it applies (fast path, ``record=False``, no ``generator``); the eager fast path otherwise.
+        fast: gradients of an :class:`EnergyMLP` without autograd (same chain, see the
+            module docstring); ``None`` means :func:`fast_path_default` (``True``);
+            ``False``: the plain path.
+        graph: on CUDA, replay the fast chain as one captured CUDA graph
+            (:class:`CapturedChain`) when it applies (fast path, ``record=False``, no
+            ``generator``); the eager fast path otherwise.
 
     Returns:
-        :class:`LangevinTrace` with ``z: (n, d)``; ``energy: (T+1, n)`` when recorded with an EBM.
+        :class:`LangevinTrace` with ``z: (n, d)``; ``energy: (T+1, n)`` when recorded
+        with an EBM.
     """
     if z0 is not None and (z0.dim() != 2 or z0.shape[1] != prior.d):
         raise ValueError(f"z0 must have shape (B, {prior.d}), got {tuple(z0.shape)}")
     device = z0.device if z0 is not None else prior.device
     if prior.energy is None:
         m = z0.shape[0] if z0 is not None else n
-        return _exact_gaussian_trace(prior.sample_base(m, device=device, generator=generator), record)
+        return _exact_gaussian_trace(
+            prior.sample_base(m, device=device, generator=generator), record
+        )
     if z0 is None:
         z0 = prior.sample_base(n, device=device, generator=generator)
 
@@ -409,7 +418,9 @@ def sample_prior(
     if fast_energy is not None:
         if graph and z0.is_cuda and not record and generator is None:
             return _captured(fast_energy, z0, steps, step_size, noise)(z0)
-        return _run_fast(fast_energy, _identity, None, z0, steps, step_size, noise, record, generator)
+        return _run_fast(
+            fast_energy, _identity, None, z0, steps, step_size, noise, record, generator
+        )
 
     def target(z: Tensor) -> tuple[Tensor, Tensor]:
         fz = energy(z)
@@ -440,10 +451,11 @@ def sample_posterior(
 ) -> LangevinTrace:
     """Langevin sampling of the generator posterior p(z | x) (LEBM, Pang et al. 2020).
 
-    Target ``log p(x | z) + f(z) - ||z||^2 / 2`` with ``log p(x | z) = -||x - g(z)||^2 / (2 sigma^2)``
-    (up to a constant). ``generator`` is called with the per-layer list ``prior.split(z)`` (bottom to
-    top), so a single-layer model gets a one-element list. Chains start from N(0, I) unless ``z0`` is
-    given. The LEBM reference uses 20 steps at s = 0.1 from a fresh N(0, I) draw.
+    Target ``log p(x | z) + f(z) - ||z||^2 / 2`` with ``log p(x | z) = -||x - g(z)||^2 /
+    (2 sigma^2)`` (up to a constant). ``generator`` is called with the per-layer list
+    ``prior.split(z)`` (bottom to top), so a single-layer model gets a one-element list.
+    Chains start from N(0, I) unless ``z0`` is given. The LEBM reference uses 20 steps
+    at s = 0.1 from a fresh N(0, I) draw.
 
     Args:
         generator: g, ``list[(B, z_dims[i])] -> (B, ...)`` shaped like ``x``.

@@ -47,11 +47,12 @@ def _model(model) -> ConditionalHierarchy:
 
 
 def to_u(model, zs: Sequence[Tensor]) -> list[Tensor]:
-    """Whitening ``u = T^-1(z)``: ``u_L = z_L``, ``u_i = (z_i - mu_i(z_{i+1})) / sigma_i(z_{i+1})``.
+    """Whitening ``u = T^-1(z)``: ``u_L = z_L``, ``u_i = (z_i - mu_i(z_{i+1})) /
+    sigma_i(z_{i+1})``.
 
-    ``model``: a :class:`~jebm_lite.models.conditional.ConditionalHierarchy` or a learner holding one;
-    ``zs: [(B, d_i)]`` bottom to top -> ``[(B, d_i)]``. (:meth:`ConditionalHierarchy.eps_from_z`.)
-    """
+    ``model``: a :class:`~jebm_lite.models.conditional.ConditionalHierarchy` or a
+    learner holding one; ``zs: [(B, d_i)]`` bottom to top -> ``[(B, d_i)]``.
+    (:meth:`ConditionalHierarchy.eps_from_z`.) """
     return _model(model).eps_from_z(list(zs))
 
 

@@ -68,3 +68,41 @@ def test_figures_use_the_column_style(path):
     wide = [m.group(0) for m in FIGSIZE.finditer(text) if float(m.group(1)) > COLUMN_WIDTH_IN]
     small = [m.group(0) for m in FONTSIZE.finditer(text) if float(m.group(1)) < MIN_FONT_PT]
     assert not wide and not small, f"{path.name}: {wide + small} (use viz.COLUMN_WIDTH_IN; fonts >= {MIN_FONT_PT})"
+
+
+INCLUDE = re.compile(r"```\{literalinclude\} /(\S+\.py)\n((?::\w+:.*\n)*)")
+LAB_WORDS = re.compile(r"\b(?:issue \d+|report \d+\.\d+|report §)", re.IGNORECASE)
+
+
+def _object_lines(path: Path, name: str) -> list[str]:
+    """The source lines of ``name`` (``func`` or ``Class.method``) in ``path``, decorators included."""
+    import ast
+
+    lines = path.read_text().splitlines()
+    body, node = ast.parse("\n".join(lines)).body, None
+    for part in name.split("."):
+        node = next(n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+        body = node.body
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return lines[start - 1:node.end_lineno]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_included_library_code_fits_the_column(path):
+    """Library code shown with ``literalinclude`` (``:pyobject:``) is dedented and at most VISIBLE_LINE
+    characters wide, so it never scrolls sideways, and carries no maintainers' words in its docstring."""
+    import textwrap
+
+    root = NOTEBOOKS.parent
+    problems = []
+    for m in INCLUDE.finditer((NOTEBOOKS / "src" / f"{path.stem}.md").read_text()):
+        opts = dict(re.findall(r":(\w+):\s*(.*)", m.group(2)))
+        if "pyobject" not in opts:
+            continue
+        name = opts["pyobject"].strip()
+        if "dedent" not in opts:
+            problems.append(f"{name}: add :dedent:")
+        shown = textwrap.dedent("\n".join(_object_lines(root / m.group(1), name))).splitlines()
+        problems += [f"{name}: {len(ln)} columns: {ln.strip()[:50]}" for ln in shown if len(ln) > VISIBLE_LINE]
+        problems += [f"{name}: {w!r}" for ln in shown for w in LAB_WORDS.findall(ln)]
+    assert not problems, f"{path.name}: " + "; ".join(problems[:6])

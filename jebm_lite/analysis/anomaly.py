@@ -254,15 +254,21 @@ def ood_scores(
     return _batched_parts(learner, x, n_samples, use_mean, batch_size, seed, langevin_steps)
 
 
-def evaluate_ood(learner, x_in: Tensor, x_out: Tensor, **kw) -> dict[str, dict[str, float]]:
-    """AUROC and AUPRC of every :func:`ood_scores` entry, out-of-distribution = positive (label 1).
+def evaluate_ood(
+    learner, x_in: Tensor, x_out: Tensor, **kw
+) -> dict[str, dict[str, float]]:
+    """AUROC and AUPRC of every :func:`ood_scores` entry, out-of-distribution = positive
+    (label 1).
 
-    Returns ``{name: {"auroc", "auprc"}}``. An AUROC below 0.5 means that entry ranks the in-distribution
-    images as *more* unusual (e.g. a simpler OOD set that the model explains better). Keywords go to
-    :func:`ood_scores`.
-    """
+    Returns ``{name: {"auroc", "auprc"}}``. An AUROC below 0.5 means that entry ranks
+    the in-distribution images as *more* unusual (e.g. a simpler OOD set that the model
+    explains better). Keywords go to :func:`ood_scores`. """
     s_in = ood_scores(learner, x_in, **kw)
     s_out = ood_scores(learner, x_out, **kw)
-    labels = torch.cat([torch.zeros(x_in.shape[0], dtype=torch.int64), torch.ones(x_out.shape[0], dtype=torch.int64)])
+    labels = torch.cat(
+        [
+            torch.zeros(x_in.shape[0], dtype=torch.int64),
+            torch.ones(x_out.shape[0], dtype=torch.int64),
+        ]
+    )
     return {k: evaluate_scores(torch.cat([s_in[k], s_out[k]]), labels) for k in s_in}
-

@@ -138,8 +138,8 @@ def _top_gap(m: np.ndarray, axis: int) -> np.ndarray:
 def mig(codes: ArrayLike, factors: Tensor | np.ndarray, n_bins: int = 20) -> float:
     """Mutual Information Gap (Chen et al. 2018), in [0, 1]; see the module docstring.
 
-    Averaged over the factors that vary (``H(v_k) > 0``); negative MI estimates are clamped at 0.
-    """
+    Averaged over the factors that vary (``H(v_k) > 0``); negative MI estimates are
+    clamped at 0. """
     f = _factors_array(factors)
     mi = np.clip(mutual_info_matrix(codes, f, n_bins, normalize=True), 0, None)
     varying = factor_entropies(f) > 0

@@ -107,19 +107,25 @@ def _f(energies: LayerEnergies | None, zs: Sequence[Tensor]) -> Tensor:
     return energies.f(zs)
 
 
-def log_prior_unnorm(model: ConditionalHierarchy, energies: LayerEnergies | None, zs: Sequence[Tensor]) -> Tensor:
-    """log p_{alpha,beta}(z) + log Z(alpha, beta) = sum_i f_i(z_i) + log p_beta(z) (poster's joint prior).
+def log_prior_unnorm(
+    model: ConditionalHierarchy, energies: LayerEnergies | None, zs: Sequence[Tensor]
+) -> Tensor:
+    """log p_{alpha,beta}(z) + log Z(alpha, beta) = sum_i f_i(z_i) + log p_beta(z)
+    (poster's joint prior).
 
-    ``zs``: ``[(B, z_dims[i])]`` bottom to top -> ``(B,)``. ``energies=None`` gives log p_beta(z) (f = 0).
-    """
+    ``zs``: ``[(B, z_dims[i])]`` bottom to top -> ``(B,)``. ``energies=None`` gives log
+    p_beta(z) (f = 0). """
     return _f(energies, zs) + model.log_prior(zs)
 
 
-def eps_log_prob(model: ConditionalHierarchy, energies: LayerEnergies | None, eps: Sequence[Tensor]) -> Tensor:
-    """The eps-space target ``log p(eps) = sum_i f_i(T(eps)_i) - ||eps||^2 / 2`` (+ const; module docstring).
+def eps_log_prob(
+    model: ConditionalHierarchy, energies: LayerEnergies | None, eps: Sequence[Tensor]
+) -> Tensor:
+    """The eps-space target ``log p(eps) = sum_i f_i(T(eps)_i) - ||eps||^2 / 2`` (+
+    const; module docstring).
 
-    ``eps``: ``[(B, z_dims[i])]`` bottom to top -> ``(B,)``; differentiable in ``eps`` through T.
-    """
+    ``eps``: ``[(B, z_dims[i])]`` bottom to top -> ``(B,)``; differentiable in ``eps``
+    through T. """
     eps = list(eps)
     base = -0.5 * torch.cat([e.flatten(1) for e in eps], dim=1).pow(2).sum(dim=1)
     if energies is None:

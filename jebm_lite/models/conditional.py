@@ -215,14 +215,16 @@ class ConditionalHierarchy(nn.Module):
         return [torch.randn(n, d, device=device, generator=generator) for d in self.z_dims]
 
     def sample(self, eps: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """The reparameterised top-down sampler: ``z_L = eps_L``, ``z_i = mu_i + sigma_i eps_i`` (mu_i, sigma_i of
-        z_{i+1}, or of the state d_{i+1} in deterministic mode), then the decoder mean.
+        """The reparameterised top-down sampler: ``z_L = eps_L``, ``z_i = mu_i + sigma_i
+        eps_i`` (mu_i, sigma_i of z_{i+1}, or of the state d_{i+1} in deterministic mode),
+        then the decoder mean.
 
         Args:
             eps: ``[(B, z_dims[i])]`` bottom to top.
 
         Returns:
-            ``(zs, x_mean)``: ``zs[i]: (B, z_dims[i])`` bottom to top; ``x_mean: (B, C, H, W)`` in [-1, 1].
+            ``(zs, x_mean)``: ``zs[i]: (B, z_dims[i])`` bottom to top; ``x_mean: (B, C, H,
+            W)`` in [-1, 1].
         """
         zs, inp = self._top_down(eps)
         return zs, self._mean(self._logits(inp))
@@ -400,26 +402,31 @@ class ConditionalHierarchy(nn.Module):
                 d = self.topdown_state(i, zs[i], d)
         return zs, stats, zs[0] if d is None else d
 
-    def elbo(self, x: Tensor, free_bits: float = 0.0, n_samples: int = 1) -> tuple[Tensor, dict[str, Any]]:
+    def elbo(
+        self, x: Tensor, free_bits: float = 0.0, n_samples: int = 1
+    ) -> tuple[Tensor, dict[str, Any]]:
         """Negative ELBO with single-sample KL terms and optional free bits (as in BIVA).
 
-        ``ELBO(x) = log p(x | z_1) - sum_i [log q(z_i | .) - log p(z_i | z_{i+1})]`` with ``z ~ q`` (deterministic
-        mode: p(x | z) through d_1 and p(z_i | d_{i+1})); one draw per sample, ``n_samples`` draws are averaged
-        (an average of ELBOs, not an importance-weighted bound).
+        ``ELBO(x) = log p(x | z_1) - sum_i [log q(z_i | .) - log p(z_i | z_{i+1})]`` with
+        ``z ~ q`` (deterministic
+        mode: p(x | z) through d_1 and p(z_i | d_{i+1})); one draw per sample, ``n_samples``
+        draws are averaged (an average of ELBOs, not an importance-weighted bound).
 
         Free bits (``free_bits > 0``, nats per layer): the KL of layer i used in the loss is
-        ``sum_dims max(kl_dim, free_bits / d_i)`` where ``kl_dim: (d_i,)`` is the per-dimension KL averaged
-        over the batch (the minibatch form of Kingma et al. 2016; BIVA spreads its 2 nats evenly over the
-        dimensions the same way). With ``free_bits = 0`` the plain batch-mean KL is used.
+        ``sum_dims max(kl_dim, free_bits / d_i)`` where ``kl_dim: (d_i,)`` is the
+        per-dimension KL averaged over the batch (the minibatch form of Kingma et al. 2016;
+        BIVA spreads its 2 nats evenly over the dimensions the same way). With ``free_bits =
+        0`` the plain batch-mean KL is used.
 
         Args:
             x: ``(B, C, H, W)`` in [-1, 1].
 
         Returns:
-            ``(loss, info)``: ``loss`` = mean_b nll + sum_i kl_used_i (a scalar to minimise); ``info`` holds
-            ``nll (B,)``, ``kl`` (list of ``(B,)`` per layer), ``kl_per_dim`` (list of ``(d_i,)``),
-            ``kl_used`` (list of scalars), ``elbo (B,)`` (= -(nll + sum kl)), ``zs`` (posterior draws of
-            the last sample, bottom to top).
+            ``(loss, info)``: ``loss`` = mean_b nll + sum_i kl_used_i (a scalar to
+            minimise); ``info`` holds ``nll (B,)``, ``kl`` (list of ``(B,)`` per layer),
+            ``kl_per_dim`` (list of ``(d_i,)``), ``kl_used`` (list of scalars), ``elbo
+            (B,)`` (= -(nll + sum kl)), ``zs`` (posterior draws of the last sample, bottom
+            to top).
         """
         if n_samples < 1:
             raise ValueError("n_samples must be >= 1")
@@ -429,7 +436,9 @@ class ConditionalHierarchy(nn.Module):
         nll = -self._log_px_logits(xr, self._logits(inp)).reshape(n_samples, B).mean(0)
         kl, kl_dim, kl_used = [], [], []
         for i, (z, s) in enumerate(zip(zs, stats)):
-            k = _gauss_logpdf_nc(z, s["q_mu"], s["q_logvar"]) - _gauss_logpdf_nc(z, s["p_mu"], s["p_logvar"])
+            k = _gauss_logpdf_nc(z, s["q_mu"], s["q_logvar"]) - _gauss_logpdf_nc(
+                z, s["p_mu"], s["p_logvar"]
+            )
             kl.append(k.sum(1).reshape(n_samples, B).mean(0))
             kd = k.mean(0)
             kl_dim.append(kd)
@@ -440,7 +449,9 @@ class ConditionalHierarchy(nn.Module):
         loss = nll.mean() + torch.stack(kl_used).sum()
         elbo = -(nll + torch.stack(kl, 0).sum(0))
         zs_last = [z[-B:] for z in zs]
-        return loss, dict(nll=nll, kl=kl, kl_per_dim=kl_dim, kl_used=kl_used, elbo=elbo, zs=zs_last)
+        return loss, dict(
+            nll=nll, kl=kl, kl_per_dim=kl_dim, kl_used=kl_used, elbo=elbo, zs=zs_last
+        )
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """Same as :meth:`elbo` with the defaults."""

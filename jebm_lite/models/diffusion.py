@@ -1,5 +1,5 @@
 """Latent-space hierarchical EBM diffusion in the whitened u-space (Cui & Han, ICML 2024; bib key
-``cui2024diffusion``), re-implemented compactly on a FROZEN conditional hierarchy (report 6.3).
+``cui2024diffusion``), re-implemented compactly on a FROZEN conditional hierarchy (latent MLPs only, as the official code's notes suggest).
 
 The poster learns the EBM prior of a multi-layer generator not on ``z = (z_1, ..., z_L)`` but on the noise
 ``u = T^-1(z)`` of the reparameterised sampler (:mod:`jebm_lite.uspace`), diffused towards N(0, I) by the
@@ -11,7 +11,7 @@ EBMs (poster, "Reverse on u-space")::
 each learned by diffusion recovery likelihood (DRL, Gao et al. 2021). ``f`` is the NEGATIVE energy (as
 everywhere in the library), evaluated on the decoded latents ``z_i(u)``, not on u itself.
 
-Conventions that differ from the rest of the library, on purpose (report 6.1, the official ``dhe`` code):
+Conventions that differ from the rest of the library, on purpose (the official ICML 2024 code):
 
 * **Langevin form.** :func:`recovery_langevin` uses the official update
   ``y <- y + 1/2 grad F - 1/2 s_t grad[kernel + ||y||^2/2] + sqrt(s_t) eps`` with a per-level step
@@ -76,7 +76,7 @@ __all__ = [
 
 
 def level_embedding(t: Tensor, dim: int) -> Tensor:
-    """Sinusoidal embedding of the diffusion level (report 6.1, the t-embedding of ``_CIFAR10_netE``).
+    """Sinusoidal embedding of the diffusion level (the official code's t-embedding of ``_CIFAR10_netE``).
 
     ``emb(t) = [sin(t w_k), cos(t w_k)]`` with ``w_k = 10000^(-k / (dim/2))``, k = 0..dim/2-1 (Transformer /
     DDPM form). ``t: (B,)`` (integer levels) -> ``(B, dim)``; ``dim`` must be even.
@@ -96,7 +96,7 @@ def _levels(t: int | Tensor, B: int, device: torch.device) -> Tensor:
 
 
 class TimeEnergyMLP(nn.Module):
-    """One layer's level-conditioned negative energy ``f_i(z_i, t)`` (report 6.1 net, as an MLP: report 6.3).
+    """One layer's level-conditioned negative energy ``f_i(z_i, t)`` (the official net, as an MLP).
 
     ``h_1 = act(W_1 z + g(emb(t)))``, ``h_k = act(W_k h_{k-1})`` for k = 2..``layers``, ``f = w^T h + b``,
     where ``emb`` is :func:`level_embedding` (``t_dim``) and ``g`` a 2-layer SiLU MLP to ``nef`` channels:
@@ -163,7 +163,7 @@ class TimeEnergyMLP(nn.Module):
 
 
 class DiffusionEBMPrior(nn.Module):
-    """``F(z, t) = sum_i f_i(z_i, t)``, one :class:`TimeEnergyMLP` per layer (report 6.1: one conditional EBM
+    """``F(z, t) = sum_i f_i(z_i, t)``, one :class:`TimeEnergyMLP` per layer (the official code: one conditional EBM
     per latent group, energies summed over groups, evaluated on z(u)).
 
     Args:
@@ -232,7 +232,7 @@ def z_of_u(model, u: Tensor | Sequence[Tensor]) -> list[Tensor]:
 
 
 def recovery_step_size(schedule: DiffusionSchedule, t: int | Tensor, base_step: float) -> Tensor:
-    """The per-level Langevin step of report 6.1 step 5: ``s_t = (sigma_cum[t] / sigma_cum[0]) * base * sigma_{t+1}^2``.
+    """The per-level Langevin step of the official code's step 5: ``s_t = (sigma_cum[t] / sigma_cum[0]) * base * sigma_{t+1}^2``.
 
     ``t``: int or ``(B,)`` long in 0..T-1 -> float64 tensor of ``t``'s shape. For T = 3 and base 3e-5:
     about 1.4e-5, 1.8e-3, 2.9e-3.
@@ -258,28 +258,36 @@ def recovery_langevin(
     noise: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Short-run Langevin for ``p(y_t | y_{t+1})`` (report 6.1 steps 4-5; poster "Reverse on u-space").
+    """Short-run Langevin for ``p(y_t | y_{t+1})`` (the official code's steps 4-5;
+    poster "Reverse on u-space").
 
-    Target: ``p(y_t | y_{t+1}) ∝ exp(F(z(y_t), t) / s_t) N(y_t; 0, I) N(y_{t+1}; a_{t+1} y_t, sigma_{t+1}^2 I)``,
-    the Gaussian recovery kernel switched off at the top level t = T-1 (``is_recovery = 0``). Started AT
-    ``y_{t+1}``, ``steps`` updates of the OFFICIAL form::
+    Target: ``p(y_t | y_{t+1}) ∝ exp(F(z(y_t), t) / s_t) N(y_t; 0, I) N(y_{t+1}; a_{t+1}
+    y_t, sigma_{t+1}^2 I)``, the Gaussian recovery kernel switched off at the top level
+    t = T-1 (``is_recovery = 0``). Started AT ``y_{t+1}``, ``steps`` updates of the
+    OFFICIAL form::
 
-        y <- y + 1/2 grad_y F(z(y), t) - 1/2 s_t grad_y[ ||y_{t+1} - a_{t+1} y||^2 / (2 sigma_{t+1}^2) + ||y||^2 / 2 ]
+        y <- y + 1/2 grad_y F(z(y), t)
+               - 1/2 s_t grad_y[ ||y_{t+1} - a_{t+1} y||^2 / (2 sigma_{t+1}^2)
+                                 + ||y||^2 / 2 ]
                + sqrt(s_t) N(0, I),       s_t = :func:`recovery_step_size`
 
-    Note: this is NOT the library's ``z <- z + (s^2/2) grad log p + s eps`` with a user step ``s``; it is that
-    form with ``s^2 = s_t`` for an energy ``F / s_t`` (the network learns the scaled energy, :func:`drl_loss`),
-    so F's gradient has no step-size factor. ``z(y) = T(split(y))`` (:func:`z_of_u`) goes through the frozen
-    hierarchy ``model``; only ``y`` is differentiated (no ``.grad`` reaches any parameter), spectral-norm
-    weights are held fixed for the chain.
+    Note: this is NOT the library's ``z <- z + (s^2/2) grad log p + s eps`` with a user
+    step ``s``; it is that form with ``s^2 = s_t`` for an energy ``F / s_t`` (the
+    network learns the scaled energy, :func:`drl_loss`), so F's gradient has no
+    step-size factor. ``z(y) = T(split(y))`` (:func:`z_of_u`) goes through the frozen
+    hierarchy ``model``; only ``y`` is differentiated (no ``.grad`` reaches any
+    parameter), spectral-norm weights are held fixed for the chain.
 
     Args:
-        prior: the energies; model: the ConditionalHierarchy (or a learner holding it in ``.model``).
+        prior: the energies; model: the ConditionalHierarchy (or a learner holding it in
+        ``.model``).
         y_next: the condition ``y_{t+1}``, ``(B, sum d_i)``.
         t: level, int or ``(B,)`` long in 0..T-1.
         steps, base_step: chain length and the base step of :func:`recovery_step_size`.
-        schedule: default :func:`diffusion_schedule(prior.T) <jebm_lite.uspace.diffusion_schedule>`.
-        noise: add the ``sqrt(s_t)`` noise; generator: a CPU generator for it (default: the global RNG).
+        schedule: default :func:`diffusion_schedule(prior.T)
+        <jebm_lite.uspace.diffusion_schedule>`.
+        noise: add the ``sqrt(s_t)`` noise; generator: a CPU generator for it (default:
+        the global RNG).
 
     Returns:
         ``y_t`` samples ``(B, sum d_i)``, detached.
@@ -287,7 +295,9 @@ def recovery_langevin(
     m = _model(model)
     sch = schedule if schedule is not None else diffusion_schedule(prior.T)
     if sch.T != prior.T:
-        raise ValueError(f"schedule has T = {sch.T} levels but the prior has T = {prior.T}")
+        raise ValueError(
+            f"schedule has T = {sch.T} levels but the prior has T = {prior.T}"
+        )
     y_next = y_next.detach()
     B, dev, dt = y_next.shape[0], y_next.device, y_next.dtype
     t = _levels(t, B, dev)
@@ -308,11 +318,16 @@ def recovery_langevin(
             y = y.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(prior.f(z_of_u(m, y), t, feats).sum(), y)
             with torch.no_grad():
-                grad_u = rec * (-a * (y_next - a * y) / var) + y  # grad of kernel + ||y||^2 / 2
+                grad_u = (
+                    rec * (-a * (y_next - a * y) / var) + y
+                )  # grad of kernel + ||y||^2 / 2
                 y = y + 0.5 * g - 0.5 * s_t * grad_u
                 if noise:
-                    eps = (torch.randn(y.shape, generator=generator, dtype=dt).to(dev) if generator is not None
-                           else torch.randn_like(y))
+                    eps = (
+                        torch.randn(y.shape, generator=generator, dtype=dt).to(dev)
+                        if generator is not None
+                        else torch.randn_like(y)
+                    )
                     y = y + sq * eps
     return y.detach()
 
@@ -322,16 +337,18 @@ def recovery_langevin(
 # ----------------------------------------------------------------------------------------------
 
 
-def drl_loss(f_pos: Tensor | Sequence[Tensor], f_neg: Tensor | Sequence[Tensor], s_t: Tensor) -> Tensor:
-    """The diffusion-recovery-likelihood loss of report 6.1 step 6 (to minimise)::
+def drl_loss(
+    f_pos: Tensor | Sequence[Tensor], f_neg: Tensor | Sequence[Tensor], s_t: Tensor
+) -> Tensor:
+    """The diffusion-recovery-likelihood loss of the official code's step 6 (to
+    minimise)::
 
         loss = sum_i -mean_b[ (f_i(z_i(y_t^+), t) - f_i(z_i(y_t^-), t)) / s_t ]
 
-    ``f_pos, f_neg``: ``(B,)`` (F summed over layers) or lists ``[(B,)]`` per layer (then summed);
-    ``s_t: (B,)`` the Langevin step of each example's level. Dividing by ``s_t`` makes the network learn
-    ``s_t``-scaled energies (the DRL trick; see :func:`recovery_langevin`). Raising f at the positives
-    lowers the loss.
-    """
+    ``f_pos, f_neg``: ``(B,)`` (F summed over layers) or lists ``[(B,)]`` per layer
+    (then summed); ``s_t: (B,)`` the Langevin step of each example's level. Dividing by
+    ``s_t`` makes the network learn ``s_t``-scaled energies (the DRL trick; see
+    :func:`recovery_langevin`). Raising f at the positives lowers the loss."""
     if not isinstance(f_pos, Tensor):
         f_pos = torch.stack(list(f_pos), 0).sum(0)
     if not isinstance(f_neg, Tensor):
@@ -350,7 +367,7 @@ def drl_train_step(
     base_step: float,
     sync: Callable[[list], None] | None = None,
 ) -> dict[str, float]:
-    """One DRL update of ``prior`` on clean codes ``u`` (report 6.1 steps 1-6).
+    """One DRL update of ``prior`` on clean codes ``u`` (the official code's steps 1-6).
 
     ``t ~ U{0..T-1}`` per example; ``(y_t, y_{t+1})`` from :func:`~jebm_lite.uspace.diffusion_pair`; negatives
     ``y_t^-`` by :func:`recovery_langevin` from ``y_{t+1}``; :func:`drl_loss`; one ``optimizer`` step (the
@@ -421,7 +438,7 @@ def sample_diffusion_prior(
     noise: bool = True,
     y_T: Tensor | None = None,
 ) -> DiffusionSample:
-    """Ancestral sampling of the reverse chain (report 6.1 "Sampling"): ``y_T ~ N(0, I)``, then for
+    """Ancestral sampling of the reverse chain (the official code's sampling): ``y_T ~ N(0, I)``, then for
     t = T-1 down to 0, :func:`recovery_langevin` at level t started from the current y; ``z = T(y_0)``.
 
     ``y_T``: an explicit start ``(n, sum d_i)`` (default: drawn). See :class:`DiffusionSample` for the result.

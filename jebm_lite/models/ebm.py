@@ -355,10 +355,10 @@ class JointEBMPrior(nn.Module):
         return self.f(z_or_zs)
 
     def log_prob_unnorm(self, z_or_zs: Tensor | Sequence[Tensor]) -> Tensor:
-        """log p_alpha(z) + log Z(alpha) + (d/2) log(2 pi) = f(z) - ||z||^2 / 2 (paper Eq. 14 target).
+        """log p_alpha(z) + log Z(alpha) + (d/2) log(2 pi) = f(z) - ||z||^2 / 2 (paper Eq.
+        14 target).
 
-        ``(B, d)`` or the per-layer list -> ``(B,)``.
-        """
+        ``(B, d)`` or the per-layer list -> ``(B,)``. """
         z = self.cat(z_or_zs)
         return self.f(z) - 0.5 * z.pow(2).sum(dim=1)
 

@@ -185,7 +185,9 @@ class HierarchicalGenerator(nn.Module):
         hs = [h]
         for i in range(self.n_layers - 2, -1, -1):
             p = self.projections[i](zs[i])
-            u = torch.cat([p, h], dim=1) if self.merge == "concat" else h + p  # "gated": p = gate * lrelu(Wz)
+            u = (
+                torch.cat([p, h], dim=1) if self.merge == "concat" else h + p
+            )  # "gated": p = gate * lrelu(Wz)
             h = self.bodies[i](u)
             hs.append(h)
         return hs[::-1]

@@ -248,7 +248,7 @@ class HierarchicalLearner(_CodeState, _LogJointScore, Learner):
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor | float]:
         cfg = self.cfg
         sigma = cfg.model.sigma
-        # -- 1. inference + generator (Eqs. 11-12) ------------------------------------------
+        # -- 1. inference + generator (Eqs. 11-12) -----------------------------------------
         with phase("posterior"):
             mus, logvars = self.posterior(x)
             zs = [obj.reparameterize(m, lv) for m, lv in zip(mus, logvars)]
@@ -259,15 +259,21 @@ class HierarchicalLearner(_CodeState, _LogJointScore, Learner):
             with frozen(self.prior):
                 f_q = self.prior.f(zs)
             weight = obj.kl_warmup_weight(step, cfg.model.kl_warmup)
-            loss, parts = obj.joint_inference_loss(x, x_hat, zs, mus, logvars, f_q, sigma, prior_weight=weight)
+            loss, parts = obj.joint_inference_loss(
+                x, x_hat, zs, mus, logvars, f_q, sigma, prior_weight=weight
+            )
         opt_g = self.optimizers["g"]
         opt_g.zero_grad(set_to_none=True)
         with phase("g_backward"):
             loss.backward()
-        self.sync_grads(list(self.generator.parameters()) + list(self.inference.parameters()))
+        self.sync_grads(
+            list(self.generator.parameters()) + list(self.inference.parameters())
+        )
         with phase("g_adam"):
             if cfg.optim.grad_clip:
-                nn.utils.clip_grad_norm_(opt_g.param_groups[0]["params"], cfg.optim.grad_clip)
+                nn.utils.clip_grad_norm_(
+                    opt_g.param_groups[0]["params"], cfg.optim.grad_clip
+                )
             opt_g.step()
 
         # metrics stay 0-d device tensors: the trainer reads them back once per log interval
@@ -285,10 +291,18 @@ class HierarchicalLearner(_CodeState, _LogJointScore, Learner):
         if self.prior.energy is not None:
             lc = cfg.prior_langevin
             with phase("prior_chain"):
-                trace = sample_prior(self.prior, x.shape[0], lc.steps, lc.step_size, noise=lc.noise,
-                                     graph=lc.cuda_graph)
+                trace = sample_prior(
+                    self.prior,
+                    x.shape[0],
+                    lc.steps,
+                    lc.step_size,
+                    noise=lc.noise,
+                    graph=lc.cuda_graph,
+                )
             with phase("ebm_step"):
-                metrics.update(ebm_update(self, trace, self.prior.cat([z.detach() for z in zs])))
+                metrics.update(
+                    ebm_update(self, trace, self.prior.cat([z.detach() for z in zs]))
+                )
         return metrics
 
     # -- what chapters use ------------------------------------------------------------------
@@ -395,7 +409,9 @@ class LEBMLearner(_CodeState, _LogJointScore, Learner):
         cfg = self.cfg
         z_post = self.infer(x).z.detach()
         lc = cfg.prior_langevin
-        trace = sample_prior(self.prior, x.shape[0], lc.steps, lc.step_size, noise=lc.noise)
+        trace = sample_prior(
+            self.prior, x.shape[0], lc.steps, lc.step_size, noise=lc.noise
+        )
 
         x_hat = self.generator(self.prior.split(z_post))
         g_loss = obj.lebm_generator_loss(x, x_hat, cfg.model.sigma)
@@ -703,24 +719,38 @@ class CondJointLearner(_ConditionalCodes, Learner):
 
     # -- one iteration ------------------------------------------------------------------------------
     def amortized_loss(self, x: Tensor, zs_neg: list[Tensor]) -> tuple[Tensor, dict]:
-        """The ``"amortized"`` loss L of the class docstring for ``x: (B, C, H, W)`` and detached prior
-        samples ``zs_neg: [(B', d_i)]``. Returns ``(L, info)``; ``info`` holds the posterior draws ``zs``
-        (detached), ``log_px``, ``f_pos``, ``f_neg``, ``lp_pos``, ``lp_neg`` (``(B,)`` / ``(B',)``, detached)
-        and ``kl`` (``(B, L)``: per-layer log q - log p_beta at z+, detached)."""
+        """The ``"amortized"`` loss L of the class docstring for ``x: (B, C, H, W)`` and
+        detached prior samples ``zs_neg: [(B', d_i)]``. Returns ``(L, info)``; ``info``
+        holds the posterior draws ``zs`` (detached), ``log_px``, ``f_pos``, ``f_neg``,
+        ``lp_pos``, ``lp_neg`` (``(B,)`` / ``(B',)``, detached) and ``kl`` (``(B, L)``:
+        per-layer log q - log p_beta at z+, detached)."""
         model = self.model
         zs, stats = model.posterior(x)
         log_px = model.log_px(x, zs[0])
-        log_q = torch.stack([obj.gaussian_log_prob(z, s["q_mu"], s["q_logvar"]) for z, s in zip(zs, stats)], 1)
-        # log p_beta(z_i | z_{i+1}) with the p_mu / p_logvar q already computed on the same draw (top: N(0, I))
-        lp = torch.stack([obj.gaussian_log_prob(z, s["p_mu"], s["p_logvar"]) for z, s in zip(zs, stats)], 1)
+        log_q = torch.stack(
+            [obj.gaussian_log_prob(z, s["q_mu"], s["q_logvar"]) for z, s in zip(zs, stats)],
+            1,
+        )
+        # log p_beta(z_i | z_{i+1}) with the p_mu / p_logvar that q already computed on the
+        # same draw (top: N(0, I))
+        lp = torch.stack(
+            [obj.gaussian_log_prob(z, s["p_mu"], s["p_logvar"]) for z, s in zip(zs, stats)],
+            1,
+        )
         f_pos = self.energies.f(zs)
         f_neg = self.energies.f(zs_neg)
         lp_neg = model.log_prior(zs_neg)
         elbo = log_px + f_pos + lp.sum(1) - log_q.sum(1)
         loss = -elbo.mean() + (f_neg + lp_neg).mean()
-        info = dict(zs=[z.detach() for z in zs], log_px=log_px.detach(), f_pos=f_pos.detach(),
-                    f_neg=f_neg.detach(), lp_pos=lp.sum(1).detach(), lp_neg=lp_neg.detach(),
-                    kl=(log_q - lp).detach())
+        info = dict(
+            zs=[z.detach() for z in zs],
+            log_px=log_px.detach(),
+            f_pos=f_pos.detach(),
+            f_neg=f_neg.detach(),
+            lp_pos=lp.sum(1).detach(),
+            lp_neg=lp_neg.detach(),
+            kl=(log_q - lp).detach(),
+        )
         return loss, info
 
     def train_step(self, x: Tensor, step: int) -> dict[str, float]:
