@@ -292,12 +292,8 @@ class HierarchicalLearner(_CodeState, _LogJointScore, Learner):
             lc = cfg.prior_langevin
             with phase("prior_chain"):
                 trace = sample_prior(
-                    self.prior,
-                    x.shape[0],
-                    lc.steps,
-                    lc.step_size,
-                    noise=lc.noise,
-                    graph=lc.cuda_graph,
+                    self.prior, x.shape[0], lc.steps, lc.step_size,
+                    noise=lc.noise, graph=lc.cuda_graph,
                 )
             with phase("ebm_step"):
                 metrics.update(
