@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -97,6 +99,19 @@ def test_attack_all_layers_table(learner, digits):
         assert row["mse_to_orig"] >= 0 and row["mse_to_target"] >= 0
         assert 0.0 <= row["label_orig"] <= 1.0 and 0.0 <= row["label_target"] <= 1.0
         assert res.x_adv.shape == x.shape
+    # the reference row: the clean x's reconstruction, scored like the attacked ones
+    torch.manual_seed(0)
+    rows_c, results_c = attack_all_layers(learner, x, t[:1], classifier=clf, steps=30, lr=2e-2,
+                                          with_clean=True)
+    clean = rows_c[0]
+    assert [r["layer"] for r in rows_c] == [0, 1, 2] and len(results_c) == 2
+    assert clean["delta_norm"] == 0.0 and math.isnan(clean["kl_before"]) and math.isnan(clean["kl_after"])
+    rec = results_c[0].rec_orig
+    assert clean["mse_to_orig"] == pytest.approx(float((rec - x).pow(2).flatten(1).mean(1).mean()))
+    assert clean["mse_to_target"] == pytest.approx(float((rec - t[:1]).pow(2).flatten(1).mean(1).mean()))
+    with torch.no_grad():
+        same = (clf(rec).argmax(1) == clf(x).argmax(1)).float().mean()
+    assert clean["label_orig"] == pytest.approx(float(same))
     with pytest.raises(ConfigError, match="inference network"):
         latent_attack(build_learner(get_config("toy012_lebm", profile="ci"), "cpu"), x, t, 0)
 

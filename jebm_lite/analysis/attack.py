@@ -20,6 +20,7 @@ reconstruction drifts towards the target (a successful attack). :func:`attack_al
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -182,6 +183,7 @@ def attack_all_layers(
     x_target: Tensor,
     classifier: nn.Module | None = None,
     layers: list[int] | None = None,
+    with_clean: bool = False,
     **attack_kw,
 ) -> tuple[list[dict[str, float]], list[AttackResult]]:
     """Attack every layer in turn (paper Fig. 9) and tabulate where the adversarial reconstruction lands.
@@ -195,8 +197,11 @@ def attack_all_layers(
     * with ``classifier`` (logits, e.g. ``metrics.digit_classifier()``): ``label_orig`` / ``label_target``,
       the fraction of adversarial reconstructions classified as the class the classifier gives x / t.
 
+    With ``with_clean`` the table starts with the reference row ``layer = 0``: no attack, the
+    reconstruction of the clean x (``delta_norm`` 0, the KL columns NaN).
+
     Returns ``(rows, results)``: the table (a list of dicts, e.g. for ``pandas.DataFrame``) and the
-    :class:`AttackResult` of each layer. ``attack_kw`` go to :func:`latent_attack`.
+    :class:`AttackResult` of each attacked layer. ``attack_kw`` go to :func:`latent_attack`.
     """
     _check(learner)
     n_layers = len(learner.z_dims)
@@ -224,4 +229,14 @@ def attack_all_layers(
             row["label_target"] = float((pred == lab_t).float().mean())
         rows.append(row)
         results.append(r)
+    if with_clean and results:
+        rec = results[0].rec_orig
+        clean = {"layer": 0, "delta_norm": 0.0, "kl_before": math.nan, "kl_after": math.nan,
+                 "kl_other_after": math.nan, "mse_to_orig": float(_mse(rec, x.cpu()).mean()),
+                 "mse_to_target": float(_mse(rec, x_t.cpu()).mean())}
+        if classifier is not None:
+            pred = _predict(classifier, rec)
+            clean["label_orig"] = float((pred == lab_x).float().mean())
+            clean["label_target"] = float((pred == lab_t).float().mean())
+        rows.insert(0, clean)
     return rows, results
