@@ -12,6 +12,8 @@ from jebm_lite.analysis.codekit import CodeKit, load_kit, save_kit
 from jebm_lite.analysis.metrics import latent_probe
 from jebm_lite.analysis.probe_study import (
     ACTIVE_RMS,
+    VARIANT_LABELS,
+    VARIANTS,
     batched_probe,
     ebm_activity,
     probe_variants,
@@ -94,6 +96,7 @@ def test_variance_split_separates_probe_and_training_spread():
     assert r["within_sd"] == pytest.approx(2 ** 0.5)  # each model: var of (50, 52) = 2
     assert r["between_sd"] == pytest.approx(10 ** 1 / 2 ** 0.5)  # means 51, 61
     assert r["mean"] == pytest.approx(56.0)
+    assert tuple(VARIANT_LABELS) == VARIANTS and len(set(VARIANT_LABELS.values())) == len(VARIANTS)
 
 
 def test_ebm_activity_floor_and_an_active_ebm():

@@ -29,6 +29,10 @@ VARIANTS = ("mean-std", "mean-raw", "sample-std", "sample-raw")
 """Probe inputs: posterior means or one posterior sample (z = mu + sigma eps), standardised with the training
 codes' mean and std or raw. ``mean-std`` is the primary Tab. 1 probe."""
 
+VARIANT_LABELS = {"mean-std": "means, standardised (Tab. 1)", "mean-raw": "means, raw",
+                  "sample-std": "one sample, standardised", "sample-raw": "one sample, raw"}
+"""A reader's name for each of :data:`VARIANTS` (for tables)."""
+
 
 def batched_probe(z_train: Tensor, y_train: Tensor, z_test: Tensor, y_test: Tensor, seeds: Sequence[int],
                   hidden: int = 256, epochs: int = 30, lr: float = 1e-3, batch_size: int = 256,
