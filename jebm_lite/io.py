@@ -10,6 +10,9 @@ The bottom of the package (it imports nothing from ``jebm_lite`` but :mod:`jebm_
 * :func:`safe_torch_load` reads tensors, numbers, strings and containers only (``weights_only=True``): a
   crafted pickle is refused with a message naming the file, and nothing in it runs; a file whose bytes differ from
   its recorded sha256 is refused before it is unpickled.
+* :func:`load_array_pickle` reads a pickle of plain containers and numpy arrays (the CIFAR-10 batches) with
+  an unpickler that can build nothing else: a pickle that names any other global is refused, and nothing in
+  it runs.
 * :class:`RunLock` lets one process at a time write a run directory (an advisory ``flock`` that dies with
   its process, so a stale lock never blocks a resume).
 """
@@ -24,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -310,6 +314,41 @@ def torch_load_bytes(data: bytes, path: str | Path, what: str, fix: str,
 
 
 _HELD: dict[str, tuple[int, int]] = {}  # resolved lock path -> (fd, depth): re-entrant within a process
+
+
+# The globals a pickle of numpy arrays needs (numpy 1.x and 2.x paths, protocols 2-5): array and dtype
+# reconstruction and latin-1 bytes. Each builds data only; nothing else can be named.
+_ARRAY_PICKLE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+})
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ARRAY_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a pickle of arrays does not need")
+        return super().find_class(module, name)
+
+
+def load_array_pickle(path: str | Path, what: str, fix: str, encoding: str = "latin1") -> Any:
+    """A pickle of dicts, lists, strings, numbers and numpy arrays (e.g. a CIFAR-10 batch), read without
+    running code: the unpickler resolves only the numpy globals that rebuild arrays.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, or names any other global (a crafted pickle);
+            the message names the file and ``fix``.
+    """
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding=encoding).load()
+    except OSError as e:
+        raise CheckpointError(f"{what} {path} cannot be read ({e.strerror or e}); {fix}.") from e
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{what} {path} is not a plain pickle of arrays ({e}); {fix}.") from e
 
 
 class RunLock:

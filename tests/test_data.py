@@ -4,6 +4,7 @@ formats (idx .gz, SVHN .mat, CelebA images, CIFAR-10 pickles) written here, erro
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -25,7 +26,7 @@ from jebm_lite.data import (
     mode_coverage,
 )
 from jebm_lite.data import celeba as celeba_mod
-from jebm_lite.runtime import ConfigError
+from jebm_lite.runtime import CheckpointError, ConfigError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -330,6 +331,36 @@ def test_cifar_batches(tmp_path, bytes_keys):
     x0 = as_tensors(get_dataset("cifar10", "train", root=tmp_path))[0][0]
     outs = {bool(torch.equal(aug[0][0], x0)) for _ in range(20)}
     assert outs == {True, False}
+
+
+class _Exploit:
+    """A pickle payload that would run a shell command when loaded with plain ``pickle.load``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cifar_batches_are_unpickled_without_running_code(tmp_path):
+    written = _write_cifar(tmp_path, bytes_keys=False)
+    folder = tmp_path / "cifar-10-batches-py"
+    # numpy 2's protocol-5 arrays (another global for the same data) load as well
+    entry = {"data": written["test"][0], "labels": written["test"][1]}
+    (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=5))
+    assert as_tensors(get_dataset("cifar10", "test", root=tmp_path))[1].tolist() == written["test"][1]
+    # a crafted batch is refused, naming the file, and its command never runs
+    marker = tmp_path / "ran"
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": _Exploit(marker), "labels": [0]}, protocol=2))
+    with pytest.raises(CheckpointError, match=r"test_batch is not a plain pickle of arrays \(it names (posix|os)\.system"):
+        get_dataset("cifar10", "test", root=tmp_path)
+    assert not marker.exists()
+    # a truncated batch: one line naming the file and the fix
+    good = pickle.dumps(entry, protocol=2)
+    (folder / "test_batch").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="test_batch.*download it again"):
+        get_dataset("cifar10", "test", root=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

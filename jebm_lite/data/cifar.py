@@ -4,13 +4,13 @@ Layout: ``<root>/cifar-10-batches-py/`` (torchvision's) or ``<root>/cifar10/cifa
 ``data_batch_1`` ... ``data_batch_5`` (train, 50000), ``test_batch`` (test, 10000) and ``batches.meta``.
 Each batch is a pickled dict with ``data`` uint8 (N, 3072) (channel-major 3 x 32 x 32 rows) and
 ``labels`` (list of N ints). Without ``download`` the batches are read here (only their presence is
-checked, no md5; keys may be ``str`` as in the Python-2 originals or ``bytes``), so small or re-written
+checked, no md5; unpickled by :func:`~jebm_lite.io.load_array_pickle`, which can build arrays and nothing
+else; keys may be ``str`` as in the Python-2 originals or ``bytes``), so small or re-written
 batches load as well; ``download=True`` goes through ``torchvision.datasets.CIFAR10``.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 import torchvision
 
 from jebm_lite.data._common import DataNotFoundError, TensorImageDataset, missing_message
+from jebm_lite.io import load_array_pickle
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -32,10 +33,12 @@ def _str_keys(d: dict[Any, Any]) -> dict[str, Any]:
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
+_FIX = "delete the cifar-10-batches-py folder and download it again (get_dataset(..., download=True))"
+
+
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> images uint8 (N, 3, 32, 32) and labels int64 (N,)."""
-    with open(path, "rb") as f:
-        entry = _str_keys(pickle.load(f, encoding="latin1"))
+    entry = _str_keys(load_array_pickle(path, "CIFAR-10 batch", _FIX))
     data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     labels = entry["labels"] if "labels" in entry else entry["fine_labels"]
     return data, np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -46,8 +49,7 @@ def read_meta(folder: Path) -> list[str] | None:
     path = folder / META_FILE
     if not path.is_file():
         return None
-    with open(path, "rb") as f:
-        meta = _str_keys(pickle.load(f, encoding="latin1"))
+    meta = _str_keys(load_array_pickle(path, "CIFAR-10 class list", _FIX))
     names = meta.get("label_names")
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
 
