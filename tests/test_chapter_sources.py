@@ -106,3 +106,16 @@ def test_included_library_code_fits_the_column(path):
         problems += [f"{name}: {len(ln)} columns: {ln.strip()[:50]}" for ln in shown if len(ln) > VISIBLE_LINE]
         problems += [f"{name}: {w!r}" for ln in shown for w in LAB_WORDS.findall(ln)]
     assert not problems, f"{path.name}: " + "; ".join(problems[:6])
+
+
+VISIBLE_BUDGET = 160  # "fewer than about 150" visible code lines per chapter: the calls the text explains
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_visible_code_stays_within_the_budget(path):
+    """A chapter shows at most VISIBLE_BUDGET lines of code; plotting, glue, settings tables and other
+    bookkeeping go into collapsed (``hide-input``) or removed cells."""
+    src = jupytext.read(NOTEBOOKS / "src" / f"{path.stem}.md")
+    shown = sum(len([ln for ln in c.source.splitlines() if ln.strip()]) for c in src.cells
+                if c.cell_type == "code" and not HIDDEN & set(c.metadata.get("tags", [])))
+    assert shown <= VISIBLE_BUDGET, f"{path.name}: {shown} visible code lines (budget {VISIBLE_BUDGET})"
