@@ -357,6 +357,5 @@ def test_presets_and_configs_without_a_diffusion_section(base_run, tmp_path):
     assert learner.cfg.diffusion == ExperimentConfig().diffusion
     build_learner(_udiff_cfg(legacy), "cpu")  # usable as a base
     real = REPO / "notebooks" / "runs" / "mnist_conditional-cpu"  # a finished run of the book, if present
-    if (real / "result.json").exists():
-        assert "diffusion" not in json.loads((real / "config.json").read_text())
+    if (real / "result.json").exists():  # written before or after the section existed: it loads either way
         assert runs.load_learner(real, build_learner).cfg.method == "conditional"
