@@ -577,6 +577,49 @@ def test_every_toc_page_renders_offline_in_chromium(browser, book_url):
     assert total_math > 0, "no page of the book has math: the typesetting check checked nothing"
 
 
+PHONE = {"width": 390, "height": 900}
+
+# Elements that stick out of a phone's page (a page that scrolls sideways as a whole); content that
+# scrolls inside its own box (a code block, a wide equation or table) does not count.
+_PHONE_OVERFLOW = """
+async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const W = document.documentElement.clientWidth;
+  const out = [];
+  for (const e of document.querySelectorAll(".bd-article *")) {
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 || r.right <= W + 1) continue;
+    let a = e.parentElement, boxed = false;
+    while (a) {
+      const ox = getComputedStyle(a).overflowX;
+      if (ox !== "visible" && a.getBoundingClientRect().right <= W + 1) { boxed = true; break; }
+      a = a.parentElement;
+    }
+    if (!boxed) out.push(`${e.tagName.toLowerCase()} "${(e.textContent || "").trim().slice(0, 40)}"`);
+  }
+  return {docWidth: document.documentElement.scrollWidth, width: W, out: out.slice(0, 4)};
+}
+"""
+
+
+@pytest.mark.browser
+def test_no_page_scrolls_sideways_on_a_phone(browser, book_url):
+    """At 390 px every page fits its width: long inline code and headings break, wide blocks scroll
+    inside their own boxes."""
+    failures = {}
+    for rel in toc_pages():
+        page = browser.new_page()
+        try:
+            page.set_viewport_size(PHONE)
+            page.goto(urljoin(book_url, rel), wait_until="load", timeout=PAGE_TIMEOUT_MS)
+            info = page.evaluate(_PHONE_OVERFLOW)
+        finally:
+            page.close()
+        if info["docWidth"] > info["width"] + 1 or info["out"]:
+            failures[rel] = f"page {info['docWidth']} px wide at {info['width']} px: {info['out']}"
+    assert not failures, "pages wider than a phone:\n" + "\n".join(f"  {k}: {v}" for k, v in failures.items())
+
+
 def test_small_figure_text_flags_shrunk_low_dpi_figures(tmp_path, monkeypatch):
     """The figure-text check: the style's smallest font at the PNG's dpi, scaled to its displayed width."""
     from PIL import Image

@@ -216,8 +216,9 @@ def test_findings_table_reads_the_records(tmp_path):
 def test_ebm_rows_name_models_by_arm_and_carry_the_rule_verdict():
     study = {"arm": "mnist-layer", "method": "joint", "seed": 3,
              "ebm": {"trained": {"f_sd_prior": 0.2, "f_gap": 0.1, "move_rms": 1.45},
-                     "fresh": {"f_sd_prior": 0.007}, "endpoint_rms": 0.087, "active": False}}
+                     "fresh": {"f_sd_prior": 0.007, "move_rms": 1.44}, "endpoint_rms": 0.087, "active": False}}
     vlae = {"arm": "mnist-layer", "method": "vlae", "seed": 3}  # no EBM: no row
     rows = campaign.ebm_rows([study, vlae])
     assert len(rows) == 1 and rows[0]["model"] == "A: MNIST, LayerNorm, seed 3"
     assert rows[0]["active"] is False and rows[0]["end"] == pytest.approx(0.087)
+    assert rows[0]["move"] == pytest.approx(1.45) and rows[0]["fresh_move"] == pytest.approx(1.44)

@@ -377,12 +377,12 @@ def load_studies(root: str | Path = ".") -> list[dict[str, Any]]:
 
 def ebm_rows(studies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The EBM measures of every joint model studied: ``{"model", "f_sd_prior", "fresh_sd", "f_gap", "move",
-    "end", "active"}`` (see :func:`~jebm_lite.analysis.probe_study.ebm_activity`)."""
+    "fresh_move", "end", "active"}`` (see :func:`~jebm_lite.analysis.probe_study.ebm_activity`)."""
     names = {a.name: arm_label(a) for a in ARMS.values()}
     return [{"model": f"{names.get(s['arm'], s['arm'])}, seed {s['seed']}" + (" (retrained)" if s.get("retrain") else ""),
              "f_sd_prior": s["ebm"]["trained"]["f_sd_prior"], "fresh_sd": s["ebm"]["fresh"]["f_sd_prior"],
              "f_gap": s["ebm"]["trained"]["f_gap"], "move": s["ebm"]["trained"]["move_rms"],
-             "end": s["ebm"]["endpoint_rms"], "active": s["ebm"]["active"]} for s in studies if s.get("ebm")]
+             "fresh_move": s["ebm"]["fresh"]["move_rms"], "end": s["ebm"]["endpoint_rms"], "active": s["ebm"]["active"]} for s in studies if s.get("ebm")]
 
 
 def probe_split(studies: Sequence[dict[str, Any]], layer: int | None = None) -> list[dict[str, Any]]:
