@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 
 from jebm_lite.analysis import viz  # noqa: E402
 from jebm_lite.experiments.tables import display_frame  # noqa: E402
@@ -25,6 +26,9 @@ def test_display_frame_names_rows_formats_numbers_and_lifts_constants():
     html = table.to_html()
     assert "jebm-table" in html and "<th" in html
     assert ">0<" not in html.replace(" ", "")  # no pandas row numbers
+    # two columns under one header: the second would silently replace the first
+    with pytest.raises(ValueError, match="share the header"):
+        display_frame(rows, {"arm": "arm", "n": ("same", ","), "d": ("same", ".1f")}, "arm")
 
 
 def test_readability_problems_catch_wide_figures_and_small_text():

@@ -58,6 +58,10 @@ def display_frame(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str |
     ``.data`` is the DataFrame of strings).
     """
     columns = {k: (v, None) if isinstance(v, str) else v for k, v in columns.items()}
+    headers = [h for h, _ in columns.values()]
+    if len(set(headers)) != len(headers):
+        twice = sorted({h for h in headers if headers.count(h) > 1})
+        raise ValueError(f"two columns share the header(s) {twice}: one would hide the other; name them apart")
     keys = [index] if isinstance(index, str) else list(index)
     order = keys + [k for k in columns if k not in keys]
     data = {columns.get(k, (k, None))[0]: [_cell(r.get(k), columns.get(k, (k, None))[1]) for r in rows]
