@@ -363,8 +363,10 @@ def show_sweep(ax: plt.Axes, images: Tensor, col_values: Sequence[float], row_va
         cols = list(label_colors) if label_colors is not None else class_palette(int(labels.max()) + 1)
         for i, lab in enumerate(labels.tolist()):
             r, k = divmod(i, ncol)
+            # on a white chip: a dark class colour stays readable on a black digit tile
             ax.text(pad + k * (w + pad) + 1, pad + r * (h + pad) + 1, str(lab), color=cols[lab], fontsize=MIN_FONT_PT,
-                    ha="left", va="top", fontweight="bold")
+                    ha="left", va="top", fontweight="bold",
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
     if xlabel:
         ax.set_xlabel(xlabel)
     if ylabel:
