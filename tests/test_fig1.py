@@ -58,13 +58,13 @@ def test_verdict_names_the_group_with_the_most_digit_changes_per_variant():
     text = fig1.verdict([_rec("deterministic", (0.05, 0.2, 0.6)), _rec("markov", (0.5, 0.01, 0.0))])
     assert text.count(".") == 1 and text.endswith(".")
     markov, det = text.split("; in the ")
-    assert markov.startswith("In the markov model the bottom (eps1, eps2) group holds the most digit changes")
+    assert markov.startswith("In the Markov-chain model the bottom (ε1, ε2) group holds the most digit changes")
     assert "50 %" in markov
-    assert det.startswith("deterministic model the top (eps5, eps6) group holds the most digit changes")
+    assert det.startswith("deterministic-path model the top (ε5, ε6) group holds the most digit changes")
     assert "60 %" in det
     # ties and several seeds
     tie = fig1.verdict([_rec("markov", (0.4, 0.1, 0.4)), _rec("markov", (0.4, 0.1, 0.4), seed=1)])
-    assert "2 seeds" in tie and "bottom (eps1, eps2) and top (eps5, eps6) groups tie" in tie
+    assert "2 seeds" in tie and "bottom (ε1, ε2) and top (ε5, ε6) groups tie" in tie
     with pytest.raises(ValueError):
         fig1.verdict([])
 

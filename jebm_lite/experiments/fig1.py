@@ -200,7 +200,10 @@ def _variant_rank(v: str) -> int:
 
 
 def _eps_names(layers: Sequence[int]) -> str:
-    return ", ".join(f"eps{i + 1}" for i in layers)
+    return ", ".join(f"ε{i + 1}" for i in layers)
+
+
+_VARIANT_WORDS = {"markov": "Markov-chain", "deterministic": "deterministic-path"}
 
 
 def verdict(records: Iterable[dict[str, Any]]) -> str:
@@ -235,7 +238,8 @@ def verdict(records: Iterable[dict[str, Any]]) -> str:
             head = f"the {label[best[0]]} group holds the most digit changes"
         else:
             head = f"the {' and '.join(label[g] for g in best)} groups tie for the most digit changes"
-        parts.append(f"in the {variant} model{seeds} {head} ({top:.0f} % of its redraws{rest})")
+        name = _VARIANT_WORDS.get(variant, variant)
+        parts.append(f"in the {name} model{seeds} {head} ({top:.0f} % of its redraws{rest})")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
 
