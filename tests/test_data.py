@@ -334,7 +334,7 @@ def test_cifar_batches(tmp_path, bytes_keys):
 
 
 class _Exploit:
-    """A pickle payload that would run a shell command when loaded with plain ``pickle.load``."""
+    """A crafted object whose pickle names ``os.system``: the batch reader must refuse it, never call it."""
 
     def __init__(self, marker: Path):
         self.marker = marker

@@ -20,7 +20,6 @@ The ``ci`` profile is refused: its outputs are never stored. Exit status: 0 when
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import glue_diff  # noqa: E402  (a sibling tool, found through the path set above)
 import nbformat  # noqa: E402
 
-IGNORE = ("wall", "_min", "eval_s", "_ms", "_cpu")  # measurements of the execution itself
+IGNORE = (*glue_diff.DEFAULT_IGNORE, "_ms", "_cpu")  # measurements of the execution itself
 
 
 def resolve(name: str, notebooks: Path = NOTEBOOKS) -> Path:
@@ -76,13 +75,9 @@ def execute(path: Path, profile: str, timeout: int, note: str = "") -> int:
         nbformat.write(nb, out)
         old, new = glue_diff.glued_values(path), glue_diff.glued_values(out)
         lines = glue_diff.differences(old, new, ignore=IGNORE)
-        rec = {"old": path.name, "new": path.name, "ignore": list(IGNORE), "note": note,
-               "old_card": glue_diff.run_card(path), "new_card": glue_diff.run_card(out),
-               **glue_diff.summary(old, new, ignore=IGNORE)}
+        reexec = path.parent / "results" / "reexec" / f"{path.stem}.json"
+        glue_diff.write_record(reexec, path, out, ignore=IGNORE, note=note, names=(path.name, path.name))
         shutil.copyfile(out, path)
-    reexec = path.parent / "results" / "reexec" / f"{path.stem}.json"
-    reexec.parent.mkdir(parents=True, exist_ok=True)
-    reexec.write_text(json.dumps(rec, indent=1, default=str) + "\n")
     print("\n".join(f"   {ln}" for ln in lines) if lines else f"   all {len(old)} glued values agree")
     print(f"== stored {path.name}; glue diff in {reexec.relative_to(path.parent)}")
     return 0

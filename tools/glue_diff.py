@@ -89,6 +89,19 @@ def summary(old: dict, new: dict, rtol: float = 0.02, atol: float = 1e-9,
             "only_old": [k for k in keys if k not in new], "only_new": [k for k in keys if k not in old]}
 
 
+def write_record(out: str | Path, old_path: str | Path, new_path: str | Path, rtol: float = 0.02,
+                 ignore: tuple[str, ...] = DEFAULT_IGNORE, note: str = "", names: tuple[str, str] | None = None) -> dict:
+    """Write (and return) the JSON record of a comparison: both run cards, ``note`` and :func:`summary`.
+    ``names`` (old, new) replace the file names in the record (e.g. a temporary copy's)."""
+    old_name, new_name = names or (Path(old_path).name, Path(new_path).name)
+    rec = {"old": old_name, "new": new_name, "ignore": list(ignore), "note": note,
+           "old_card": run_card(old_path), "new_card": run_card(new_path),
+           **summary(glued_values(old_path), glued_values(new_path), rtol, ignore=ignore)}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(rec, indent=1, default=str) + "\n")
+    return rec
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("old")
@@ -106,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = differences(old, new, a.rtol, ignore=tuple(a.ignore))
     print("\n".join(lines) if lines else f"all {len(old)} glued values agree (rtol {a.rtol})")
     if a.json:
-        rec = {"old": Path(a.old).name, "new": Path(a.new).name, "ignore": list(a.ignore),
-               "note": a.note, "old_card": run_card(a.old), "new_card": run_card(a.new),
-               **summary(old, new, a.rtol, ignore=tuple(a.ignore))}
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rec, indent=1, default=str) + "\n")
+        write_record(a.json, a.old, a.new, a.rtol, tuple(a.ignore), a.note)
     return 1 if lines else 0
 
 

@@ -382,7 +382,8 @@ def ebm_rows(studies: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"model": f"{names.get(s['arm'], s['arm'])}, seed {s['seed']}" + (" (retrained)" if s.get("retrain") else ""),
              "f_sd_prior": s["ebm"]["trained"]["f_sd_prior"], "fresh_sd": s["ebm"]["fresh"]["f_sd_prior"],
              "f_gap": s["ebm"]["trained"]["f_gap"], "move": s["ebm"]["trained"]["move_rms"],
-             "fresh_move": s["ebm"]["fresh"]["move_rms"], "end": s["ebm"]["endpoint_rms"], "active": s["ebm"]["active"]} for s in studies if s.get("ebm")]
+             "fresh_move": s["ebm"]["fresh"]["move_rms"], "end": s["ebm"]["endpoint_rms"],
+             "active": s["ebm"]["active"]} for s in studies if s.get("ebm")]
 
 
 def probe_split(studies: Sequence[dict[str, Any]], layer: int | None = None) -> list[dict[str, Any]]:
